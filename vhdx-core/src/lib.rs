@@ -1,0 +1,44 @@
+//! # vhdx-core
+//!
+//! Exact reading of Microsoft virtual disks — VHDX and VHD, fixed, dynamic and differencing,
+//! with chains of any depth and in-memory replay of a dirty VHDX log — behind one
+//! [`VirtualDisk`] trait that every later operation (check, map, convert, compact, merge,
+//! guest inspection) is written against.
+//!
+//! Layers, bottom up:
+//! - [`storage`]: positional I/O backends (file, memory map, memory, log-replay overlay).
+//! - [`format`]: the on-disk structures as `zerocopy` types, read in place; no I/O, no policy.
+//! - [`vhdx`], [`vhd`], [`raw`]: one module per format, turning structures into a
+//!   [`disk::Layer`] (where each virtual range comes from).
+//! - [`chain`]: opening a disk with its parents ([`Disk`]), which implements [`VirtualDisk`].
+//! - [`ops`]: operations written once on the trait (`info`, `check`, `map`, `convert`).
+//!
+//! ```no_run
+//! use vhdx_core::{Disk, VirtualDisk};
+//! let disk = Disk::open("disk.vhdx")?;
+//! let mut sector = vec![0u8; 512];
+//! disk.read_at(&mut sector, 0)?;
+//! println!("{} bytes, first sector ends {:02x}{:02x}", disk.size(), sector[510], sector[511]);
+//! # Ok::<(), vhdx_core::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod chain;
+pub mod disk;
+pub mod error;
+pub mod format;
+pub mod image;
+pub mod ops;
+pub mod raw;
+pub mod report;
+pub mod storage;
+pub mod vhd;
+pub mod vhdx;
+
+pub use chain::{Backend, Disk, OpenOptions, ParentPolicy};
+pub use disk::{Extent, Status, VirtualDisk};
+pub use error::{Error, ErrorKind, Result};
+pub use image::{Image, ImageFile};
+pub use ops::info::{DiskType, Format, Info};
+pub use report::{Finding, Report, Severity};

@@ -1,0 +1,3 @@
+//! Operations written once against [`crate::VirtualDisk`] and [`crate::Disk`].
+
+pub mod info;

@@ -1,0 +1,101 @@
+//! Findings: diagnostics that are not errors. Opening an image records tolerated problems
+//! (a damaged header copy, a bad VHD checksum) as findings; `check` returns a [`Report`] of
+//! them. An [`crate::Error`] means "cannot go on"; a finding means "go on, but know this".
+
+use serde::Serialize;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing, nothing wrong (for example a valid dirty log awaiting replay).
+    Info,
+    /// Unusual or wasteful but not corrupt (leaked space, one damaged redundant copy).
+    Warning,
+    /// The image is corrupt: some data or structure cannot be trusted.
+    Corrupt,
+}
+
+/// One diagnostic about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// How serious it is.
+    pub severity: Severity,
+    /// The on-disk structure concerned (for example "VHDX header 1").
+    pub structure: String,
+    /// The file offset concerned, when there is one.
+    pub offset: Option<u64>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding with every field given.
+    pub fn new(
+        severity: Severity,
+        structure: impl Into<String>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) -> Self {
+        Finding {
+            severity,
+            structure: structure.into(),
+            offset,
+            message: message.into(),
+        }
+    }
+
+    /// A finding built from an error that was tolerated or that a check ran into.
+    pub fn from_error(severity: Severity, e: &crate::Error) -> Self {
+        Finding {
+            severity,
+            structure: e.structure_name().unwrap_or("image").to_string(),
+            offset: e.file_offset(),
+            message: {
+                let mut m = e.message().to_string();
+                match (e.expected_value(), e.found_value()) {
+                    (Some(x), Some(y)) => m.push_str(&format!(" (expected {x}, found {y})")),
+                    (Some(x), None) => m.push_str(&format!(" (expected {x})")),
+                    (None, Some(y)) => m.push_str(&format!(" (found {y})")),
+                    (None, None) => {}
+                }
+                m
+            },
+        }
+    }
+}
+
+/// The result of checking an image: every finding, most serious first once sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// All findings in the order they were made.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Adds a finding.
+    pub fn push(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+
+    /// Adds a finding from its parts.
+    pub fn add(
+        &mut self,
+        severity: Severity,
+        structure: impl Into<String>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) {
+        self.push(Finding::new(severity, structure, offset, message));
+    }
+
+    /// The most serious severity found, if any.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// Whether any finding says the image is corrupt.
+    pub fn is_corrupt(&self) -> bool {
+        self.worst() == Some(Severity::Corrupt)
+    }
+}

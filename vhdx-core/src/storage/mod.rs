@@ -1,0 +1,107 @@
+//! Positional I/O backends. Every byte the library reads or writes goes through [`Storage`]
+//! (and [`StorageMut`] for writes), so parsers never seek and never care whether the bytes
+//! come from a file, a memory map, a buffer in memory or an overlay holding a replayed log.
+//!
+//! Only [`mmap`] contains `unsafe` code.
+
+mod file;
+mod memory;
+mod mmap;
+mod overlay;
+
+pub use file::FileStorage;
+pub use memory::MemStorage;
+pub use mmap::MmapStorage;
+pub use overlay::Overlay;
+
+use std::fmt::Debug;
+use std::io;
+
+/// Read-only positional access to the bytes of one image file.
+pub trait Storage: Send + Sync + Debug {
+    /// Current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Fills `buf` from `offset`. Fails with `UnexpectedEof` if the range passes the end.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// The whole file as one slice, when the backend holds it in memory (a memory map or a
+    /// buffer). Parsers use it to read structures in place without copying.
+    fn as_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// Fills `buf` from `offset`, treating bytes past the end of the file as zeros. Used for
+    /// payload reads of a tolerated short last block.
+    fn read_at_zero_tail(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let len = self.len()?;
+        let avail = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(avail);
+        if !head.is_empty() {
+            self.read_exact_at(head, offset)?;
+        }
+        tail.fill(0);
+        Ok(())
+    }
+}
+
+/// Positional write access, for the read-write paths (log replay onto the file, and every
+/// write operation built later).
+pub trait StorageMut: Storage {
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Sets the file length (truncating or extending with zeros).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes every write so far durable (fsync / FlushFileBuffers).
+    fn sync(&self) -> io::Result<()>;
+
+    /// Writes `len` zero bytes at `offset`. Backends override it with a cheaper primitive.
+    fn write_zeroes_at(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            self.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `len` bytes at `offset` into a new buffer, naming `structure` in the error. Callers
+/// bound `len` (by a format limit or the file length) before calling.
+pub fn read_bytes(
+    storage: &dyn Storage,
+    offset: u64,
+    len: usize,
+    structure: &'static str,
+) -> crate::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    storage
+        .read_exact_at(&mut buf, offset)
+        .map_err(|e| crate::Error::read_failed(structure, offset, e))?;
+    Ok(buf)
+}
+
+/// Reads a fixed-size on-disk structure at `offset`.
+pub fn read_struct<T>(
+    storage: &dyn Storage,
+    offset: u64,
+    structure: &'static str,
+) -> crate::Result<T>
+where
+    T: zerocopy::FromBytes
+        + zerocopy::IntoBytes
+        + zerocopy::KnownLayout
+        + zerocopy::Immutable
+        + Sized,
+{
+    let mut v = T::new_zeroed();
+    storage
+        .read_exact_at(zerocopy::IntoBytes::as_mut_bytes(&mut v), offset)
+        .map_err(|e| crate::Error::read_failed(structure, offset, e))?;
+    Ok(v)
+}
