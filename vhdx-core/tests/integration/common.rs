@@ -1,0 +1,189 @@
+//! Shared helpers: locating oracles (qemu-img, the oracle Python with pyvhdi), the shared
+//! real-image folder, scratch directories, and whole-disk reads.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vhdx_core::{Disk, VirtualDisk};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The project's testdata folder.
+pub fn testdata() -> PathBuf {
+    workspace().join("testdata")
+}
+
+/// Whether we run under CI (tests that need outside files must fail there, not skip).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// ../shared/testdata/real, if present. Under CI its absence is a failure.
+pub fn shared_real() -> Option<PathBuf> {
+    let p = workspace().join("../shared/testdata/real");
+    if p.is_dir() {
+        Some(p)
+    } else if in_ci() {
+        panic!("{} is missing under CI", p.display());
+    } else {
+        eprintln!("skipping: {} not present", p.display());
+        None
+    }
+}
+
+/// Runs a command, panicking with its output when it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `qemu-img` with the given arguments.
+pub fn qemu_img(args: &[&str]) -> Vec<u8> {
+    run(Command::new("qemu-img").args(args))
+}
+
+/// `qemu-io` with the given arguments.
+pub fn qemu_io(args: &[&str]) -> Vec<u8> {
+    run(Command::new("qemu-io").args(args))
+}
+
+/// The Python interpreter that has the oracles (pyvhdi, dissect.hypervisor): the
+/// `VHDX_ORACLE_PYTHON` variable, else the project's .venv, else `python3`.
+pub fn oracle_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("VHDX_ORACLE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// The whole virtual disk as libvhdi (pyvhdi) reads it. `parent` is given to libvhdi for
+/// differencing images (it resolves deeper parents itself through `set_parent`).
+pub fn pyvhdi_read_all(path: &Path, parents: &[&Path]) -> Vec<u8> {
+    let script = r#"
+import sys, pyvhdi
+paths = sys.argv[1:]
+files = []
+for p in paths:
+    f = pyvhdi.file()
+    f.open(p)
+    files.append(f)
+for child, parent in zip(files, files[1:]):
+    child.set_parent(parent)
+top = files[0]
+size = top.get_media_size()
+out = sys.stdout.buffer
+off = 0
+while off < size:
+    n = min(1 << 20, size - off)
+    top.seek_offset(off, 0)
+    data = top.read_buffer(n)
+    assert len(data) == n, (off, len(data), n)
+    out.write(data)
+    off += n
+"#;
+    let mut cmd = Command::new(oracle_python());
+    cmd.arg("-c").arg(script).arg(path);
+    for p in parents {
+        cmd.arg(p);
+    }
+    run(&mut cmd)
+}
+
+/// The whole virtual disk as `qemu-img convert -O raw` gives it.
+pub fn qemu_raw(path: &Path, format: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        format,
+        "-O",
+        "raw",
+        path.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    std::fs::read(out).unwrap()
+}
+
+/// The virtual size `qemu-img info --output=json` reports.
+pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
+    let out = qemu_img(&[
+        "info",
+        "-f",
+        format,
+        "--output=json",
+        path.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    v["virtual-size"].as_u64().unwrap()
+}
+
+/// Reads the whole disk with our reader, in pieces of `piece` bytes.
+pub fn read_all(disk: &dyn VirtualDisk, piece: usize) -> Vec<u8> {
+    let size = disk.size();
+    let mut out = vec![0u8; size as usize];
+    let mut off = 0usize;
+    while off < out.len() {
+        let n = piece.min(out.len() - off);
+        disk.read_at(&mut out[off..off + n], off as u64).unwrap();
+        off += n;
+    }
+    out
+}
+
+/// Opens `path` and reads it whole.
+pub fn our_read_all(path: &Path) -> Vec<u8> {
+    let d = Disk::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    read_all(&d, 1 << 20)
+}
+
+/// A small deterministic pseudo-random generator (xorshift), so tests need no RNG crate.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Asserts two byte images are equal, reporting the first difference instead of dumping them.
+pub fn assert_same(ours: &[u8], theirs: &[u8], what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: sizes differ");
+    if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at byte {i:#x} (sector {}): ours {:#04x}, theirs {:#04x}",
+            i / 512,
+            ours[i],
+            theirs[i]
+        );
+    }
+}
