@@ -68,10 +68,16 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error with a stable kind and the context of where it happened.
+/// An error with a stable kind and the context of where it happened. The context lives in
+/// one heap allocation so `Result<T, Error>` stays small on the happy path.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(Box<Inner>);
+
+/// The context of an [`Error`].
 #[derive(Debug, thiserror::Error)]
 #[error("{}", self.render())]
-pub struct Error {
+struct Inner {
     kind: ErrorKind,
     path: Option<PathBuf>,
     structure: Option<Cow<'static, str>>,
@@ -86,7 +92,7 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a human-readable message.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             path: None,
             structure: None,
@@ -95,7 +101,7 @@ impl Error {
             expected: None,
             found: None,
             source: None,
-        }
+        }))
     }
 
     /// A format violation in `structure` at file `offset`.
@@ -128,7 +134,7 @@ impl Error {
     /// An I/O failure while doing `what` (for example "reading the BAT").
     pub fn io(source: io::Error, what: impl Into<Cow<'static, str>>) -> Self {
         let mut e = Error::new(ErrorKind::Io, what);
-        e.source = Some(source);
+        e.0.source = Some(source);
         e
     }
 
@@ -145,78 +151,80 @@ impl Error {
             let mut e = Error::new(ErrorKind::Io, "read failed")
                 .structure(structure)
                 .offset(offset);
-            e.source = Some(source);
+            e.0.source = Some(source);
             e
         }
     }
 
     /// Sets the on-disk structure the error is about.
     pub fn structure(mut self, structure: impl Into<Cow<'static, str>>) -> Self {
-        self.structure = Some(structure.into());
+        self.0.structure = Some(structure.into());
         self
     }
 
     /// Sets the file offset the error is about.
     pub fn offset(mut self, offset: u64) -> Self {
-        self.offset = Some(offset);
+        self.0.offset = Some(offset);
         self
     }
 
     /// Sets what the format expected at that place.
     pub fn expected(mut self, expected: impl fmt::Display) -> Self {
-        self.expected = Some(expected.to_string());
+        self.0.expected = Some(expected.to_string());
         self
     }
 
     /// Sets what was found instead.
     pub fn found(mut self, found: impl fmt::Display) -> Self {
-        self.found = Some(found.to_string());
+        self.0.found = Some(found.to_string());
         self
     }
 
     /// Names the file the error is about, unless an inner call already named one.
     pub fn in_file(mut self, path: &Path) -> Self {
-        if self.path.is_none() {
-            self.path = Some(path.to_path_buf());
+        if self.0.path.is_none() {
+            self.0.path = Some(path.to_path_buf());
         }
         self
     }
 
     /// The stable kind.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The file, when known.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
 
     /// The on-disk structure, when known.
     pub fn structure_name(&self) -> Option<&str> {
-        self.structure.as_deref()
+        self.0.structure.as_deref()
     }
 
     /// The file offset, when known.
     pub fn file_offset(&self) -> Option<u64> {
-        self.offset
+        self.0.offset
     }
 
     /// The bare message, without context.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// What the format expected, when recorded.
     pub fn expected_value(&self) -> Option<&str> {
-        self.expected.as_deref()
+        self.0.expected.as_deref()
     }
 
     /// What was found, when recorded.
     pub fn found_value(&self) -> Option<&str> {
-        self.found.as_deref()
+        self.0.found.as_deref()
     }
+}
 
+impl Inner {
     fn render(&self) -> String {
         let mut s = String::new();
         if let Some(p) = &self.path {
@@ -248,8 +256,9 @@ impl Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match e.kind {
+        let kind = match e.0.kind {
             ErrorKind::Io => e
+                .0
                 .source
                 .as_ref()
                 .map(|s| s.kind())

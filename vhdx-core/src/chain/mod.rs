@@ -228,8 +228,13 @@ impl Disk {
     /// Opens an image held in memory (no parents can be located; a differencing image opens
     /// with parent reads failing).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Disk> {
-        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes));
-        let image = open_image(storage, "<memory>", None)?;
+        Disk::from_storage(Arc::new(MemStorage::new(bytes)), "<memory>")
+    }
+
+    /// Opens an image from any storage backend (no parents can be located; a differencing
+    /// image opens with parent reads failing). `name` is used in messages.
+    pub fn from_storage(storage: Arc<dyn Storage>, name: &str) -> Result<Disk> {
+        let image = open_image(storage, name, None)?;
         let mut disk = Disk {
             path: None,
             image,
@@ -455,14 +460,25 @@ fn find_and_open_parent(
     // Candidates: the caller's path for this level, else the locators in order.
     let mut candidates: Vec<(String, PathBuf)> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
+    let mut unusable: Vec<String> = Vec::new();
     if let Some(p) = opts.parents.get(level) {
         candidates.push(("--parent".into(), p.clone()));
     } else {
         for l in &req.locators {
-            let host = match l.kind {
-                LocatorKind::Other => continue,
-                LocatorKind::Relative => child_dir.join(host_path_from_windows(&l.value)),
-                LocatorKind::Absolute => host_path_from_windows(&l.value),
+            if l.kind == LocatorKind::Other {
+                continue;
+            }
+            let Some(converted) = host_path_from_windows(&l.value) else {
+                unusable.push(format!(
+                    "{} ({}: a Windows drive or volume path, not usable on this host)",
+                    l.value, l.key
+                ));
+                continue;
+            };
+            let host = if l.kind == LocatorKind::Relative {
+                child_dir.join(converted)
+            } else {
+                converted
             };
             if opts.policy == ParentPolicy::Strict
                 && (l.kind != LocatorKind::Relative || !is_inside(&child_dir, &host))
@@ -554,6 +570,7 @@ fn find_and_open_parent(
         }
         return Ok(parent);
     }
+    tried.extend(unusable);
     pinfo.tried = tried.clone();
     pinfo.status = if candidates.is_empty() && !refused.is_empty() {
         "refused".into()

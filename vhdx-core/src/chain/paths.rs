@@ -5,9 +5,10 @@ use std::path::{Component, Path, PathBuf};
 
 /// Converts a Windows path from a locator into a host path: drops the `\\?\` prefix, maps
 /// `UNC\server\share` to `//server/share`, and turns backslashes into the host separator.
-/// Drive-letter paths keep their drive (`C:/dir/x.vhdx`), which exists only on Windows or on
-/// hosts that mount such a path.
-pub fn host_path_from_windows(value: &str) -> PathBuf {
+/// Returns `None` for a path that cannot name a file on this host: on non-Windows hosts, a
+/// drive-letter path (`C:\dir\x.vhdx`) or a volume GUID path (`Volume{…}\x.vhdx`), which
+/// would otherwise be looked up relative to the current directory.
+pub fn host_path_from_windows(value: &str) -> Option<PathBuf> {
     let mut v = value.trim_end_matches('\0');
     if let Some(rest) = v.strip_prefix(r"\\?\") {
         v = rest;
@@ -18,10 +19,14 @@ pub fn host_path_from_windows(value: &str) -> PathBuf {
         v = &owned;
     }
     if cfg!(windows) {
-        PathBuf::from(v)
-    } else {
-        PathBuf::from(v.replace('\\', "/"))
+        return Some(PathBuf::from(v));
     }
+    let b = v.as_bytes();
+    let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
+    if drive || v.starts_with("Volume{") {
+        return None;
+    }
+    Some(PathBuf::from(v.replace('\\', "/")))
 }
 
 /// Removes `.` and resolves `..` lexically (without touching the file system).
@@ -64,22 +69,17 @@ mod tests {
 
     #[test]
     fn windows_paths() {
-        assert_eq!(
-            host_path_from_windows(r".\fat-parent.vhd"),
-            PathBuf::from("./fat-parent.vhd")
-        );
-        assert_eq!(
-            host_path_from_windows(r"\\?\C:\Projects\x.vhdx"),
-            PathBuf::from("C:/Projects/x.vhdx")
-        );
-        assert_eq!(
-            host_path_from_windows(r"\\?\UNC\srv\share\x.vhdx"),
-            PathBuf::from("//srv/share/x.vhdx")
-        );
-        assert_eq!(
-            host_path_from_windows(r"..\..\p.vhdx"),
-            PathBuf::from("../../p.vhdx")
-        );
+        let h = host_path_from_windows;
+        assert_eq!(h(r".\fat-parent.vhd"), Some(PathBuf::from("./fat-parent.vhd")));
+        assert_eq!(h(r"\\?\UNC\srv\share\x.vhdx"), Some(PathBuf::from("//srv/share/x.vhdx")));
+        assert_eq!(h(r"..\..\p.vhdx"), Some(PathBuf::from("../../p.vhdx")));
+        if cfg!(windows) {
+            assert!(h(r"\\?\C:\Projects\x.vhdx").is_some());
+        } else {
+            assert_eq!(h(r"\\?\C:\Projects\x.vhdx"), None);
+            assert_eq!(h(r"C:\x.vhd"), None);
+            assert_eq!(h(r"\\?\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\x.vhdx"), None);
+        }
     }
 
     #[test]

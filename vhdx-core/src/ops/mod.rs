@@ -1,3 +1,5 @@
 //! Operations written once against [`crate::VirtualDisk`] and [`crate::Disk`].
 
+pub mod convert;
 pub mod info;
+pub mod map;

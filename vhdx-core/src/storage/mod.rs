@@ -22,6 +22,11 @@ pub trait Storage: Send + Sync + Debug {
     /// Current length of the file in bytes.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Fills `buf` from `offset`. Fails with `UnexpectedEof` if the range passes the end.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 
