@@ -257,12 +257,12 @@ impl Inner {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.0.kind {
-            ErrorKind::Io => e
-                .0
-                .source
-                .as_ref()
-                .map(|s| s.kind())
-                .unwrap_or(io::ErrorKind::Other),
+            ErrorKind::Io => {
+                e.0.source
+                    .as_ref()
+                    .map(|s| s.kind())
+                    .unwrap_or(io::ErrorKind::Other)
+            }
             ErrorKind::InvalidArgument => io::ErrorKind::InvalidInput,
             ErrorKind::ParentNotFound => io::ErrorKind::NotFound,
             _ => io::ErrorKind::InvalidData,

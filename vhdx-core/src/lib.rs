@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bytes;
 pub mod chain;
 pub mod disk;
 pub mod error;

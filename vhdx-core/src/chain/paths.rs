@@ -70,15 +70,24 @@ mod tests {
     #[test]
     fn windows_paths() {
         let h = host_path_from_windows;
-        assert_eq!(h(r".\fat-parent.vhd"), Some(PathBuf::from("./fat-parent.vhd")));
-        assert_eq!(h(r"\\?\UNC\srv\share\x.vhdx"), Some(PathBuf::from("//srv/share/x.vhdx")));
+        assert_eq!(
+            h(r".\fat-parent.vhd"),
+            Some(PathBuf::from("./fat-parent.vhd"))
+        );
+        assert_eq!(
+            h(r"\\?\UNC\srv\share\x.vhdx"),
+            Some(PathBuf::from("//srv/share/x.vhdx"))
+        );
         assert_eq!(h(r"..\..\p.vhdx"), Some(PathBuf::from("../../p.vhdx")));
         if cfg!(windows) {
             assert!(h(r"\\?\C:\Projects\x.vhdx").is_some());
         } else {
             assert_eq!(h(r"\\?\C:\Projects\x.vhdx"), None);
             assert_eq!(h(r"C:\x.vhd"), None);
-            assert_eq!(h(r"\\?\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\x.vhdx"), None);
+            assert_eq!(
+                h(r"\\?\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\x.vhdx"),
+                None
+            );
         }
     }
 

@@ -8,6 +8,7 @@ mod file;
 mod memory;
 mod mmap;
 mod overlay;
+pub mod table;
 
 pub use file::FileStorage;
 pub use memory::MemStorage;

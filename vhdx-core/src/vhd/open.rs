@@ -344,7 +344,7 @@ pub fn read_sparse(
         block_size: bs,
         bitmap_bytes: bitmap_bytes(bs),
         blocks: size.div_ceil(u64::from(bs)),
-        bat: BatReader::new(table, mte),
+        bat: super::bat::bat_reader(table, mte),
     })
 }
 

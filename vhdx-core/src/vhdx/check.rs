@@ -29,12 +29,6 @@ pub fn check(v: &Vhdx, report: &mut Report) {
                 log.entries
             ),
         ),
-        "invalid" => report.add(
-            Severity::Warning,
-            "VHDX log",
-            Some(log.offset),
-            "the header names a log but no valid entry sequence was found; nothing to replay",
-        ),
         _ => {}
     }
 
@@ -93,7 +87,7 @@ pub fn check(v: &Vhdx, report: &mut Report) {
             }
         }
     };
-    let scan = v.bat.for_each(storage, |idx, e| {
+    let scan = v.bat.for_each(storage, u64::MAX, |idx, e| {
         let at = bat_off + idx * 8;
         let state = fb::entry_state(e);
         let off = fb::entry_offset(e);

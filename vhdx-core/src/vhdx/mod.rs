@@ -3,6 +3,7 @@
 
 pub mod bat;
 mod check;
+pub mod header_write;
 pub mod headers;
 pub mod log;
 pub mod metadata;
@@ -24,6 +25,8 @@ use metadata::Metadata;
 use regions::Regions;
 use std::sync::Arc;
 use uuid::Uuid;
+
+pub use log::{replay_log_in_place, ReplayOutcome};
 
 /// BAT tables up to this many entries are scanned for `info` block statistics by default.
 pub const INFO_SCAN_LIMIT: u64 = 1 << 20;
@@ -78,7 +81,7 @@ impl Vhdx {
         }
         Ok(Vhdx {
             name: name.to_string(),
-            bat: BatReader::new(regions.bat.offset, entries),
+            bat: bat::bat_reader(regions.bat.offset, entries),
             storage,
             file_len,
             headers,
@@ -240,7 +243,7 @@ impl Vhdx {
         let bs = u64::from(self.meta.block_size);
         let blocks = self.payload_blocks();
         let cr = self.chunk_ratio;
-        self.bat.for_each(&*self.storage, |idx, e| {
+        self.bat.for_each(&*self.storage, u64::MAX, |idx, e| {
             // Skip the interleaved sector-bitmap slots.
             if idx % (cr + 1) == cr {
                 return Ok(());

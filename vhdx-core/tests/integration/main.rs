@@ -1,4 +1,8 @@
 //! Integration tests of vhdx-core (one test binary; one module per area).
 
+mod chain;
 mod common;
+mod mutate;
+mod vhd_read;
+mod vhdx_log;
 mod vhdx_read;
