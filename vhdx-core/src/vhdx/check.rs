@@ -19,8 +19,8 @@ struct Extent {
 /// Checks every structure of `v`, appending findings to `report`.
 pub fn check(v: &Vhdx, report: &mut Report) {
     let log = v.log_info();
-    match log.state.as_str() {
-        "dirty" => report.add(
+    if log.state == "dirty" {
+        report.add(
             Severity::Warning,
             "VHDX log",
             Some(log.offset),
@@ -28,8 +28,7 @@ pub fn check(v: &Vhdx, report: &mut Report) {
                 "a valid log with {} entries awaits replay (it was applied in memory for reading; the file is unchanged)",
                 log.entries
             ),
-        ),
-        _ => {}
+        );
     }
 
     let storage = &*v.storage;
