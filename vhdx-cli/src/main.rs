@@ -1,1 +1,58 @@
-fn main() {}
+//! `vhdx`: inspect, check, map and convert Microsoft VHDX and VHD virtual disks.
+//!
+//! `main` parses the arguments, runs one subcommand and turns its outcome into the exit
+//! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
+//! Every failure is reported as one line, `vhdx: error: ...`, on standard error.
+
+mod cmd;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit status: success (warnings included).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a check found corruption.
+pub const EXIT_CORRUPT: u8 = 1;
+/// Exit status: the input could not be used (unreadable, not a disk, bad arguments).
+pub const EXIT_UNUSABLE: u8 = 2;
+
+/// Read Microsoft VHDX and VHD virtual disks.
+///
+/// Exit status: 0 success, 1 a check found corruption, 2 the input could not be used.
+#[derive(Debug, Parser)]
+#[command(name = "vhdx", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what an image is: format, sizes, allocation, headers, log, parent link, chain.
+    Info(cmd::info::InfoArgs),
+    /// Check every structure of an image; exit 1 when corruption is found.
+    Check(cmd::check::CheckArgs),
+    /// Show where every range of the virtual disk comes from (like `qemu-img map`).
+    Map(cmd::map::MapArgs),
+    /// Convert an image (and its parent chain) to another format.
+    Convert(cmd::convert::ConvertArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info(a) => cmd::info::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::Map(a) => cmd::map::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.is_broken_pipe() => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("vhdx: error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# THE test command (README and .ci/run call it): installs what a fresh machine lacks, then
+# runs formatting, lints, the Rust tests, builds the CLI, installs the Python package into
+# .venv with pip (maturin backend) and runs its pytest suite. Each runner's full output goes
+# to target/test-logs/; its closing lines are printed here (all of it when it fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+logs=$root/target/test-logs
+mkdir -p "$logs"
+t0=$(date +%s)
+
+step() { printf '\n==> %s  [%ss]\n' "$*" "$(($(date +%s) - t0))"; }
+
+# run NAME LINES CMD...: runs CMD with its output in $logs/NAME.log; prints the last LINES
+# lines, or the last 150 when it fails (and stops).
+run() {
+    local name=$1 lines=$2
+    shift 2
+    local log=$logs/$name.log
+    if "$@" >"$log" 2>&1; then
+        tail -n "$lines" "$log"
+    else
+        local rc=$?
+        tail -n 150 "$log"
+        printf '\n%s FAILED (exit %s); full output in %s\n' "$name" "$rc" "$log"
+        exit "$rc"
+    fi
+}
+
+step "tools"
+if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq qemu-utils >/dev/null
+fi
+qemu-img --version | head -n1
+cargo --version
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check \
+    maturin pytest libvhdi-python dissect.hypervisor
+.venv/bin/python --version
+export VHDX_ORACLE_PYTHON=$root/.venv/bin/python
+
+step "cargo fmt --all -- --check"
+run fmt 20 cargo fmt --all -- --check
+echo "formatting ok"
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+run clippy 3 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+run cargo-test 0 cargo test --workspace
+grep -E '^(     Running|   Doc-tests|test result:)' "$logs/cargo-test.log" || true
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i }' "$logs/cargo-test.log"
+
+step "cargo build --release -p vhdx-cli"
+run build-cli 2 cargo build --release -p vhdx-cli
+export VHDX_CLI=$root/target/release/vhdx
+
+step "pip install ./vhdx-py (maturin)"
+run pip-install 2 .venv/bin/python -m pip install --disable-pip-version-check \
+    --force-reinstall --no-deps ./vhdx-py
+
+step "pytest vhdx-py/tests (last: its summary closes the run; total = this step's start + pytest's time)"
+# From a folder without the source tree on sys.path, so the installed package is tested.
+cd vhdx-py
+exec "$root/.venv/bin/python" -m pytest tests

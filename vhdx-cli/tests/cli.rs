@@ -1,0 +1,412 @@
+//! Integration tests of the `vhdx` binary: every test runs the built binary on images made
+//! by `qemu-img`/`qemu-io` in a temporary folder (or on the shared real-world images) and
+//! compares with qemu-img's own answers.
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhdx");
+const MIB: u64 = 1 << 20;
+
+fn vhdx(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("cannot run the vhdx binary")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("killed by a signal")
+}
+
+fn run_tool(prog: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
+    assert!(
+        out.status.success(),
+        "{prog} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn qemu_img(args: &[&str]) -> Vec<u8> {
+    run_tool("qemu-img", args)
+}
+
+fn qemu_io(file: &Path, cmds: &[&str]) {
+    let mut args = vec!["-f".to_string(), "vhdx".to_string()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).into());
+    }
+    args.push(file.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool("qemu-io", &args);
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A dynamic VHDX of `size` bytes with data at 1 MiB, 9 MiB (crossing a block edge) and an
+/// explicit zero range, made by qemu.
+fn sample_vhdx(dir: &Path, size: u64) -> PathBuf {
+    let p = dir.join("disk.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "subformat=dynamic,block_size=1M",
+        s(&p),
+        &size.to_string(),
+    ]);
+    qemu_io(
+        &p,
+        &[
+            "write -P 0x11 1M 64k",
+            "write -P 0x22 9437184 2M",
+            "write -z 20M 1M",
+        ],
+    );
+    p
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Offset of the BAT, read from the first region table (VHDX spec 2.2).
+fn bat_offset(file: &[u8]) -> u64 {
+    const BAT_GUID: [u8; 16] = [
+        0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a,
+        0x08,
+    ];
+    let table = &file[0x30000..0x40000];
+    assert_eq!(&table[..4], b"regi");
+    let count = u32::from_le_bytes(table[8..12].try_into().unwrap()) as usize;
+    for i in 0..count {
+        let e = &table[16 + i * 32..16 + (i + 1) * 32];
+        if e[..16] == BAT_GUID {
+            return u64::from_le_bytes(e[16..24].try_into().unwrap());
+        }
+    }
+    panic!("no BAT region");
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// ../shared/testdata/real; a failure under CI when absent, a skip otherwise.
+fn shared_real() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/real");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        assert!(!in_ci(), "{} is missing under CI", p.display());
+        eprintln!("skipping: {} not present", p.display());
+        None
+    }
+}
+
+#[test]
+fn info_json_matches_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let o = vhdx(&["info", "--json", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let ours = json(&o);
+    let qemu: Value =
+        serde_json::from_slice(&qemu_img(&["info", "--output=json", s(&img)])).unwrap();
+    assert_eq!(ours["virtual_size"], qemu["virtual-size"]);
+    assert_eq!(ours["file_size"], fs::metadata(&img).unwrap().len());
+    assert_eq!(ours["format"], "vhdx");
+    assert_eq!(ours["disk_type"], "dynamic");
+    assert_eq!(ours["block_size"], MIB);
+    assert_eq!(ours["vhdx"]["log"]["state"], "clean");
+    assert!(ours["block_stats"]["allocated_blocks"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn info_human_names_the_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let o = vhdx(&["info", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "format:",
+        "VHDX",
+        "type:",
+        "dynamic",
+        "virtual size:",
+        "64 MiB (67108864 bytes)",
+        "block size:",
+        "1 MiB",
+        "512 logical",
+        "allocated blocks:",
+        "log:",
+        "clean",
+        "creator:",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(o.stderr.is_empty());
+}
+
+#[test]
+fn check_good_image_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let o = vhdx(&["check", s(&img)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = vhdx(&["check", "--json", s(&img)]);
+    assert_eq!(code(&o), 0);
+    let report = json(&o);
+    assert_eq!(report["corrupt"], false);
+    for f in report["findings"].as_array().unwrap() {
+        assert_ne!(f["severity"], "corrupt", "{f}");
+    }
+}
+
+#[test]
+fn check_corrupt_bat_entry_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let mut bytes = fs::read(&img).unwrap();
+    let bat = bat_offset(&bytes) as usize;
+    // Payload block 1 (holds the data at 1 MiB): FULLY_PRESENT at 1 TiB, far past the end.
+    let entry: u64 = (1u64 << 40) | 6;
+    bytes[bat + 8..bat + 16].copy_from_slice(&entry.to_le_bytes());
+    fs::write(&img, &bytes).unwrap();
+    let o = vhdx(&["check", s(&img)]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("BAT"), "{}", stdout(&o));
+    let o = vhdx(&["check", "--json", s(&img)]);
+    assert_eq!(code(&o), 1);
+    let report = json(&o);
+    assert_eq!(report["corrupt"], true);
+    let f = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["severity"] == "corrupt")
+        .expect("a corrupt finding");
+    assert_eq!(f["offset"], (bat + 8) as u64, "{f}");
+}
+
+#[test]
+fn check_damaged_region_tables_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let mut bytes = fs::read(&img).unwrap();
+    // Flip a byte inside the entries of both region-table copies: the checksums fail.
+    bytes[0x30000 + 40] ^= 0xff;
+    bytes[0x40000 + 40] ^= 0xff;
+    fs::write(&img, &bytes).unwrap();
+    let o = vhdx(&["check", s(&img)]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("region table"), "{}", stdout(&o));
+
+    // One damaged copy is tolerated: a warning, exit 0.
+    let dir2 = tempfile::tempdir().unwrap();
+    let img2 = sample_vhdx(dir2.path(), 64 * MIB);
+    let mut bytes = fs::read(&img2).unwrap();
+    bytes[0x40000 + 40] ^= 0xff;
+    fs::write(&img2, &bytes).unwrap();
+    let o = vhdx(&["check", "--json", s(&img2)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["status"], "warnings");
+}
+
+#[test]
+fn non_disk_input_exits_2_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    fs::write(&p, vec![b'x'; 4096]).unwrap();
+    for cmd in ["info", "check", "map"] {
+        let o = vhdx(&[cmd, s(&p)]);
+        assert_eq!(code(&o), 2, "{cmd}");
+        let err = stderr(&o);
+        assert!(err.starts_with("vhdx: error: "), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not a VHDX or VHD image"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    let o = vhdx(&["check", s(&dir.path().join("missing.vhdx"))]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn convert_raw_is_identical_to_qemu_and_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 256 * MIB);
+    let ours = dir.path().join("ours.raw");
+    let theirs = dir.path().join("theirs.raw");
+    let o = vhdx(&["convert", s(&img), s(&ours), "--format", "raw"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Not a terminal: no progress output.
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    qemu_img(&["convert", "-O", "raw", s(&img), s(&theirs)]);
+    assert!(fs::read(&ours).unwrap() == fs::read(&theirs).unwrap());
+    let meta = fs::metadata(&ours).unwrap();
+    assert_eq!(meta.len(), 256 * MIB);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            meta.blocks() * 512 < 16 * MIB,
+            "not sparse: {} bytes allocated",
+            meta.blocks() * 512
+        );
+    }
+    // The extension alone chooses raw; --json reports the counts.
+    let img_out = dir.path().join("out.img");
+    let o = vhdx(&["convert", "--json", s(&img), s(&img_out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stats = json(&o);
+    assert_eq!(stats["size"], 256 * MIB);
+    assert_eq!(
+        stats["bytes_written"].as_u64().unwrap() + stats["bytes_skipped"].as_u64().unwrap(),
+        256 * MIB
+    );
+    assert!(fs::read(&img_out).unwrap() == fs::read(&theirs).unwrap());
+}
+
+#[test]
+fn convert_to_container_formats_is_not_yet_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    for (out, extra) in [
+        ("x.out", &["--format", "vhdx"][..]),
+        ("x.vhd", &[][..]),
+        ("x.unknown", &[][..]),
+    ] {
+        let target = dir.path().join(out);
+        let mut args = vec!["convert", s(&img), s(&target)];
+        args.extend_from_slice(extra);
+        let o = vhdx(&args);
+        assert_eq!(code(&o), 2, "{out}");
+        let err = stderr(&o);
+        assert!(err.starts_with("vhdx: error: "), "{err}");
+        assert!(
+            err.contains("not yet supported") || err.contains("--format raw"),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+}
+
+#[test]
+fn map_json_covers_the_disk_contiguously() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * MIB;
+    let img = sample_vhdx(dir.path(), size);
+    let o = vhdx(&["map", "--json", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let entries = json(&o);
+    let entries = entries.as_array().unwrap();
+    let mut next = 0u64;
+    for e in entries {
+        assert_eq!(e["start"].as_u64().unwrap(), next, "{e}");
+        let len = e["length"].as_u64().unwrap();
+        assert!(len > 0);
+        next += len;
+        for key in ["depth", "present", "zero", "data", "offset"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+    }
+    assert_eq!(next, size);
+    // The data written at 1 MiB is mapped as data.
+    assert!(entries.iter().any(|e| e["data"] == true
+        && e["start"].as_u64().unwrap() <= MIB
+        && e["start"].as_u64().unwrap() + e["length"].as_u64().unwrap() > MIB));
+    let o = vhdx(&["map", s(&img)]);
+    assert_eq!(code(&o), 0);
+    let text = stdout(&o);
+    assert!(text.starts_with("Offset"), "{text}");
+    assert!(text.contains("data") && text.contains(s(&img)), "{text}");
+}
+
+#[test]
+fn differencing_vhd_with_and_without_its_parent() {
+    let Some(real) = shared_real() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The child names its parent "image.vhd" beside it; a copy keeps the shared folder intact.
+    fs::copy(real.join("image.vhd"), dir.path().join("image.vhd")).unwrap();
+    fs::copy(
+        real.join("image-differential.vhd"),
+        dir.path().join("child.vhd"),
+    )
+    .unwrap();
+    let child = dir.path().join("child.vhd");
+    let o = vhdx(&["info", "--json", s(&child)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let info = json(&o);
+    assert_eq!(info["disk_type"], "differencing");
+    assert_eq!(info["chain"].as_array().unwrap().len(), 2);
+
+    // Parent missing: info still works and says where it looked.
+    fs::remove_file(dir.path().join("image.vhd")).unwrap();
+    let o = vhdx(&["info", s(&child)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("not found"), "{text}");
+    assert!(text.contains("--parent PATH"), "{text}");
+    let o = vhdx(&["info", "--json", s(&child)]);
+    let info = json(&o);
+    assert_eq!(info["parent"]["status"], "not_found");
+    assert!(!info["parent"]["tried"].as_array().unwrap().is_empty());
+    // Reading needs the parent: map fails with exit 2 and a hint; --parent fixes it.
+    let o = vhdx(&["map", s(&child)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--parent"), "{}", stderr(&o));
+    let o = vhdx(&[
+        "map",
+        "--json",
+        s(&child),
+        "--parent",
+        s(&real.join("image.vhd")),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn windows_made_differencing_vhd_without_parent() {
+    let Some(real) = shared_real() else { return };
+    let o = vhdx(&["info", s(&real.join("fat-differential.vhd"))]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("fat-parent.vhd"), "{text}");
+    assert!(text.contains("--parent PATH"), "{text}");
+    let o = vhdx(&["check", s(&real.join("ext2.vhd"))]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn help_and_version() {
+    let o = vhdx(&["--help"]);
+    assert_eq!(code(&o), 0);
+    for c in ["info", "check", "map", "convert"] {
+        assert!(stdout(&o).contains(c));
+    }
+    let o = vhdx(&["--version"]);
+    assert_eq!(code(&o), 0);
+    let o = vhdx(&["frobnicate"]);
+    assert_eq!(code(&o), 2);
+}

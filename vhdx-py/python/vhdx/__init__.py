@@ -1,0 +1,92 @@
+"""Read Microsoft VHDX and VHD virtual disks as Python file objects.
+
+>>> import vhdx
+>>> with vhdx.open("disk.vhdx") as disk:          # doctest: +SKIP
+...     boot = disk.read_at(0, 512)
+
+Differencing disks open with their whole parent chain (located through the locators, or
+given with ``parent=``); a VHDX with a dirty log is replayed in memory, never on the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Optional, Sequence, Union
+
+from ._disk import Disk
+from ._vhdx import NativeDisk, __version__
+from .errors import (
+    ChainLoopError,
+    CorruptImageError,
+    InUseError,
+    InvalidArgumentError,
+    LinkageMismatchError,
+    NotADiskError,
+    ParentNotFoundError,
+    PolicyRefusedError,
+    UnsupportedError,
+    VhdxError,
+    VhdxIOError,
+)
+
+__all__ = [
+    "__version__",
+    "open",
+    "Disk",
+    "VhdxError",
+    "CorruptImageError",
+    "NotADiskError",
+    "UnsupportedError",
+    "ParentNotFoundError",
+    "LinkageMismatchError",
+    "ChainLoopError",
+    "InvalidArgumentError",
+    "InUseError",
+    "PolicyRefusedError",
+    "VhdxIOError",
+]
+
+_Path = Union[str, "os.PathLike[str]"]
+
+
+def open(  # noqa: A001 - the name mirrors the built-in on purpose
+    path: _Path,
+    mode: Literal["r", "rb", "r+"] = "r",
+    *,
+    parent: Union[_Path, Sequence[_Path], None] = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+) -> Disk:
+    """Opens the virtual disk at ``path`` (VHDX or VHD) with its parent chain.
+
+    ``parent`` names the parent image (or a list of them, nearest first) instead of the
+    locators stored in the child. ``parent_policy="strict"`` follows only relative locators
+    inside the child's folder tree (for untrusted images). ``ignore_id_mismatch`` opens a
+    parent even if its identity differs from what the child recorded.
+
+    Only reading (``mode="r"``) is available; ``"r+"`` raises :class:`UnsupportedError`.
+    """
+    if mode == "r+":
+        raise UnsupportedError(
+            "opening a disk for writing (mode 'r+') is not supported yet: "
+            "writing arrives with the write path; open with mode 'r'",
+            kind="unsupported",
+            path=os.fspath(path),
+        )
+    if mode not in ("r", "rb"):
+        raise ValueError(f"invalid mode {mode!r} (expected 'r' or 'r+')")
+    if parent_policy not in ("default", "strict"):
+        raise ValueError(f"parent_policy must be 'default' or 'strict', not {parent_policy!r}")
+    if parent is None:
+        parents: list[str] = []
+    elif isinstance(parent, (str, bytes, os.PathLike)):
+        parents = [os.fspath(parent)]  # type: ignore[list-item]
+    else:
+        parents = [os.fspath(p) for p in parent]
+    native = NativeDisk(
+        os.fspath(path),
+        parents,
+        parent_policy,
+        ignore_id_mismatch,
+    )
+    return Disk(native, path)

@@ -1,0 +1,31 @@
+"""Type stubs of the native module ``vhdx._vhdx`` (private: use :mod:`vhdx`)."""
+
+import os
+from typing import Any, Sequence, Union
+
+__version__: str
+
+_Path = Union[str, os.PathLike[str]]
+
+class NativeDisk:
+    """An opened virtual disk (with its parent chain), read with positional calls."""
+
+    def __new__(
+        cls,
+        path: _Path,
+        parents: Sequence[_Path] = ...,
+        parent_policy: str = ...,
+        ignore_id_mismatch: bool = ...,
+        require_parent: bool = ...,
+    ) -> NativeDisk: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def logical_sector_size(self) -> int: ...
+    @property
+    def physical_sector_size(self) -> int: ...
+    def read_at(self, offset: int, n: int) -> bytes: ...
+    def readinto_at(self, offset: int, buffer: Any) -> int: ...
+    def info(self, scan: bool = False) -> str: ...
+    def map(self) -> str: ...
+    def check(self) -> str: ...

@@ -1,0 +1,87 @@
+"""The exception hierarchy and what each exception carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import vhdx
+from conftest import MakeImage
+
+
+def test_hierarchy() -> None:
+    assert issubclass(vhdx.CorruptImageError, vhdx.VhdxError)
+    assert issubclass(vhdx.CorruptImageError, ValueError)
+    assert issubclass(vhdx.ParentNotFoundError, vhdx.VhdxError)
+    assert issubclass(vhdx.ParentNotFoundError, FileNotFoundError)
+    assert issubclass(vhdx.VhdxIOError, OSError)
+    assert issubclass(vhdx.UnsupportedError, NotImplementedError)
+    for cls in (
+        vhdx.NotADiskError,
+        vhdx.UnsupportedError,
+        vhdx.LinkageMismatchError,
+        vhdx.InUseError,
+        vhdx.PolicyRefusedError,
+        vhdx.VhdxIOError,
+        vhdx.ChainLoopError,
+        vhdx.InvalidArgumentError,
+    ):
+        assert issubclass(cls, vhdx.VhdxError), cls
+    kinds = {c.kind for c in (vhdx.CorruptImageError, vhdx.NotADiskError, vhdx.VhdxIOError)}
+    assert kinds == {"corrupt", "not_a_disk", "io"}
+
+
+def test_not_a_disk(tmp_path: Path) -> None:
+    p = tmp_path / "notes.txt"
+    p.write_bytes(b"hello" * 1000)
+    with pytest.raises(vhdx.NotADiskError) as info:
+        vhdx.open(p)
+    e = info.value
+    assert isinstance(e, ValueError)
+    assert e.kind == "not_a_disk"
+    assert e.path == str(p)
+    assert e.structure == "file signature"
+    assert e.offset == 0
+    assert "not a VHDX or VHD image" in str(e)
+
+
+def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as info:
+        vhdx.open(tmp_path / "missing.vhdx")
+    assert isinstance(info.value, vhdx.VhdxIOError)
+    assert info.value.kind == "io"
+
+
+def test_damaged_region_tables_are_corruption(make_vhdx: MakeImage) -> None:
+    img = make_vhdx(writes=[])
+    data = bytearray(img.read_bytes())
+    data[0x30000 + 40] ^= 0xFF
+    data[0x40000 + 40] ^= 0xFF
+    img.write_bytes(bytes(data))
+    with pytest.raises(vhdx.CorruptImageError) as info:
+        vhdx.open(img)
+    e = info.value
+    assert e.kind == "corrupt"
+    assert e.path == str(img)
+    assert e.structure is not None and "region table" in e.structure
+    assert e.offset is not None
+
+
+def test_write_mode_is_not_yet_supported(make_vhdx: MakeImage) -> None:
+    img = make_vhdx(writes=[])
+    with pytest.raises(vhdx.UnsupportedError, match="write path") as info:
+        vhdx.open(img, "r+")
+    assert isinstance(info.value, NotImplementedError)
+    with pytest.raises(ValueError):
+        vhdx.open(img, "w")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        vhdx.open(img, parent_policy="lenient")  # type: ignore[arg-type]
+
+
+def test_bad_arguments(make_vhdx: MakeImage) -> None:
+    img = make_vhdx(writes=[])
+    with vhdx.open(img) as disk:
+        with pytest.raises(ValueError):
+            disk.read_at(-1, 10)
+        assert disk.read_at(disk.size + 10, 10) == b""
