@@ -5,7 +5,7 @@
 
 mod paths;
 
-pub use paths::{host_path_from_windows, is_inside};
+pub use paths::{host_path_from_windows, is_inside, without_cur_dir};
 
 use crate::disk::{layer_status, read_layer, Extent, Layer, Segment, VirtualDisk};
 use crate::error::{Error, ErrorKind, Result};
@@ -475,11 +475,11 @@ fn find_and_open_parent(
                 ));
                 continue;
             };
-            let host = if l.kind == LocatorKind::Relative {
+            let host = without_cur_dir(&if l.kind == LocatorKind::Relative {
                 child_dir.join(converted)
             } else {
                 converted
-            };
+            });
             if opts.policy == ParentPolicy::Strict
                 && (l.kind != LocatorKind::Relative || !is_inside(&child_dir, &host))
             {

@@ -29,6 +29,19 @@ pub fn host_path_from_windows(value: &str) -> Option<PathBuf> {
     Some(PathBuf::from(v.replace('\\', "/")))
 }
 
+/// Removes `.` components (never `..`, which a symbolic link can give another meaning), so
+/// paths built from locators read as the user would write them.
+pub fn without_cur_dir(path: &Path) -> PathBuf {
+    let mut out: PathBuf = path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// Removes `.` and resolves `..` lexically (without touching the file system).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -89,6 +102,19 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn cur_dir_removed() {
+        assert_eq!(
+            without_cur_dir(Path::new("././base.vhdx")),
+            PathBuf::from("base.vhdx")
+        );
+        assert_eq!(
+            without_cur_dir(Path::new("/a/./b/../c")),
+            PathBuf::from("/a/b/../c")
+        );
+        assert_eq!(without_cur_dir(Path::new(".")), PathBuf::from("."));
     }
 
     #[test]
