@@ -17,7 +17,7 @@ use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, Severity, VirtualDisk};
 
 /// Converts a core error into the matching `vhdx.errors` exception. Errors are boxed on
 /// their way out of GIL-free closures, which keeps those closures' results small.
-fn to_py_err(py: Python<'_>, e: Box<Error>) -> PyErr {
+fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let errors = py.import("vhdx.errors")?;
         let exc = errors.getattr("_from_native")?.call1((
@@ -75,7 +75,7 @@ impl NativeDisk {
             ..OpenOptions::default()
         };
         let disk = py
-            .detach(|| Disk::open_with(&path, &opts).map_err(Box::new))
+            .detach(|| Disk::open_with(&path, &opts))
             .map_err(|e| to_py_err(py, e))?;
         Ok(NativeDisk {
             disk: Arc::new(disk),
@@ -113,7 +113,7 @@ impl NativeDisk {
         }
         let disk = Arc::clone(&self.disk);
         PyBytes::new_with(py, n, |buf: &mut [u8]| {
-            py.detach(|| disk.read_at(buf, offset).map_err(Box::new))
+            py.detach(|| disk.read_at(buf, offset))
                 .map_err(|e| to_py_err(py, e))
         })
     }
@@ -143,7 +143,7 @@ impl NativeDisk {
         let dst: &mut [u8] =
             unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>().as_ptr(), n) };
         let disk = Arc::clone(&self.disk);
-        py.detach(|| disk.read_at(dst, offset).map_err(Box::new))
+        py.detach(|| disk.read_at(dst, offset))
             .map_err(|e| to_py_err(py, e))?;
         Ok(n)
     }
@@ -153,7 +153,7 @@ impl NativeDisk {
     fn info(&self, py: Python<'_>, scan: bool) -> PyResult<String> {
         let disk = Arc::clone(&self.disk);
         let info = py
-            .detach(|| disk.info(scan).map_err(Box::new))
+            .detach(|| disk.info(scan))
             .map_err(|e| to_py_err(py, e))?;
         json(&info)
     }
@@ -162,7 +162,7 @@ impl NativeDisk {
     fn map(&self, py: Python<'_>) -> PyResult<String> {
         let disk = Arc::clone(&self.disk);
         let entries = py
-            .detach(|| vhdx_core::ops::map::map(&*disk).map_err(Box::new))
+            .detach(|| vhdx_core::ops::map::map(&*disk))
             .map_err(|e| to_py_err(py, e))?;
         json(&entries)
     }

@@ -68,3 +68,17 @@ def test_missing_parent_raises_parent_not_found(real: Path) -> None:
     assert e.kind == "parent_not_found"
     assert "fat-parent.vhd" in str(e)
     assert "parent=" in str(e)
+
+
+def test_missing_parent_info_with_require_parent_false(real: Path) -> None:
+    with vhdx.open(real / "fat-differential.vhd", require_parent=False) as d:
+        info = d.info()
+        assert info["disk_type"] == "differencing"
+        p = info["parent"]
+        assert p["status"] == "not_found"
+        keys = {loc["key"] for loc in p["locators"]}
+        assert {"W2ru", "W2ku"} <= keys
+        assert any("fat-parent.vhd" in t for t in p["tried"])
+        # Reads of ranges the missing parent holds cannot be answered.
+        with pytest.raises(vhdx.ParentNotFoundError):
+            d.read()

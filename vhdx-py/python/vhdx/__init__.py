@@ -56,6 +56,7 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
     parent: Union[_Path, Sequence[_Path], None] = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
+    require_parent: bool = True,
 ) -> Disk:
     """Opens the virtual disk at ``path`` (VHDX or VHD) with its parent chain.
 
@@ -63,6 +64,9 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
     locators stored in the child. ``parent_policy="strict"`` follows only relative locators
     inside the child's folder tree (for untrusted images). ``ignore_id_mismatch`` opens a
     parent even if its identity differs from what the child recorded.
+    ``require_parent=False`` opens a differencing disk whose parent cannot be found (for
+    :meth:`Disk.info`, which then lists every path tried); its reads of ranges the parent
+    holds raise :class:`ParentNotFoundError`.
 
     Only reading (``mode="r"``) is available; ``"r+"`` raises :class:`UnsupportedError`.
     """
@@ -88,5 +92,6 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
         parents,
         parent_policy,
         ignore_id_mismatch,
+        require_parent,
     )
     return Disk(native, path)
