@@ -189,9 +189,17 @@ pub fn check(v: &Vhdx, report: &mut Report) {
             }
         }
     }
-    // Space no structure uses (leaked by an interrupted writer or left by deletions).
+    // Space no structure uses, counted from the first data block on: creators leave padding
+    // between the metadata and the first block on purpose (QEMU reserves several MiB), but
+    // holes among or after the blocks are space an interrupted writer or a deletion left.
+    let first_block = used
+        .iter()
+        .filter(|e| e.what.starts_with("payload") || e.what.starts_with("sector bitmap"))
+        .map(|e| e.start)
+        .min()
+        .unwrap_or_else(|| used.iter().map(|e| e.end).max().unwrap_or(0));
     let mut covered = 0u64;
-    let mut reach = 0u64;
+    let mut reach = first_block;
     for e in &used {
         let s = e.start.max(reach);
         if e.end > s {
@@ -200,13 +208,13 @@ pub fn check(v: &Vhdx, report: &mut Report) {
         }
     }
     let end = file_len.max(reach);
-    let leaked = end.saturating_sub(covered);
+    let leaked = end.saturating_sub(first_block).saturating_sub(covered);
     if leaked >= MIB {
         report.add(
             Severity::Warning,
             "VHDX file layout",
-            None,
-            format!("{leaked} bytes of the file belong to no block or structure (leaked space; `vhdx compact` reclaims it)"),
+            Some(first_block),
+            format!("{leaked} bytes after the first data block belong to no block or structure (leaked space; compaction can reclaim it)"),
         );
     }
 }

@@ -74,3 +74,38 @@ fn qemu_vhdx_matches_qemu_raw_export() {
         }
     }
 }
+
+#[test]
+fn check_reports_leaked_space_but_not_creator_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = make(
+        dir.path(),
+        "leak.vhdx",
+        "block_size=1M,block_state_zero=off",
+        "32M",
+        7,
+    );
+    let fresh = Disk::open(&p).unwrap().check();
+    assert!(!fresh.is_corrupt(), "{fresh:?}");
+    assert!(
+        !fresh.findings.iter().any(|f| f.message.contains("leaked")),
+        "qemu's padding before the first block is not a leak: {fresh:?}"
+    );
+    // Space appended after the last block belongs to nothing.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + (3 << 20)).unwrap();
+    let r = Disk::open(&p).unwrap().check();
+    assert!(!r.is_corrupt(), "{r:?}");
+    let leak = r
+        .findings
+        .iter()
+        .find(|f| f.message.contains("leaked"))
+        .unwrap_or_else(|| panic!("no leak reported: {r:?}"));
+    assert_eq!(leak.severity, vhdx_core::Severity::Warning);
+    assert!(
+        leak.message.starts_with(&(3u64 << 20).to_string()),
+        "{}",
+        leak.message
+    );
+}
