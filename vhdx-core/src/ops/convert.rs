@@ -27,6 +27,8 @@ pub struct ConvertStats {
 
 /// Copy unit: large enough for full-speed sequential I/O, small enough to bound memory.
 const PIECE: usize = 4 << 20;
+/// Granularity of zero detection inside a piece.
+const ZERO_STEP: usize = 64 << 10;
 
 /// Exports `disk` to a sparse raw file at `out`. `progress(done, total)` is called as the
 /// export advances.
@@ -76,12 +78,23 @@ pub fn to_raw(
                 let n = ((end - pos) as usize).min(buf.len());
                 let b = &mut buf[..n];
                 disk.read_at(b, pos)?;
-                if is_zero(b) {
-                    stats.bytes_skipped += n as u64;
-                } else {
-                    file.write_all_at(b, pos)
-                        .map_err(|e| Error::io(e, "writing the output").in_file(&tmp))?;
-                    stats.bytes_written += n as u64;
+                // Write only the runs of non-zero 64 KiB pieces: zero pieces inside allocated
+                // blocks stay holes too.
+                let mut k = 0;
+                while k < n {
+                    let run_start = k;
+                    let zero = is_zero(&b[k..(k + ZERO_STEP).min(n)]);
+                    while k < n && is_zero(&b[k..(k + ZERO_STEP).min(n)]) == zero {
+                        k = (k + ZERO_STEP).min(n);
+                    }
+                    let len = (k - run_start) as u64;
+                    if zero {
+                        stats.bytes_skipped += len;
+                    } else {
+                        file.write_all_at(&b[run_start..k], pos + run_start as u64)
+                            .map_err(|e| Error::io(e, "writing the output").in_file(&tmp))?;
+                        stats.bytes_written += len;
+                    }
                 }
                 pos += n as u64;
                 done += n as u64;

@@ -38,8 +38,13 @@ pub trait Storage: Send + Sync + Debug {
     }
 
     /// Fills `buf` from `offset`, treating bytes past the end of the file as zeros. Used for
-    /// payload reads of a tolerated short last block.
+    /// payload reads of a tolerated short last block. The common case (the whole range is in
+    /// the file) costs one read and no length query.
     fn read_at_zero_tail(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self.read_exact_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+            other => return other,
+        }
         let len = self.len()?;
         let avail = len.saturating_sub(offset).min(buf.len() as u64) as usize;
         let (head, tail) = buf.split_at_mut(avail);
