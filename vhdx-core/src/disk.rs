@@ -126,24 +126,6 @@ impl<T: VirtualDisk + ?Sized> VirtualDisk for Arc<T> {
     }
 }
 
-impl<T: VirtualDisk + ?Sized> VirtualDisk for Box<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn logical_sector_size(&self) -> u32 {
-        (**self).logical_sector_size()
-    }
-    fn physical_sector_size(&self) -> u32 {
-        (**self).physical_sector_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        (**self).read_at(buf, offset)
-    }
-    fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
-        (**self).block_status(offset, length)
-    }
-}
-
 /// One image file seen as a layer of a chain: its geometry, its bytes, and a description of
 /// where each virtual range comes from. Formats implement this; [`read_layer`] and
 /// [`layer_status`] implement [`VirtualDisk`] on top of it.

@@ -46,15 +46,7 @@ impl Storage for MmapStorage {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let data = self.bytes();
-        let start =
-            usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        let end = start
-            .checked_add(buf.len())
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(&data[start..end]);
-        Ok(())
+        super::read_from_slice(self.bytes(), buf, offset)
     }
 
     fn as_bytes(&self) -> Option<&[u8]> {

@@ -82,6 +82,19 @@ pub trait StorageMut: Storage {
     }
 }
 
+/// Copies `buf.len()` bytes at `offset` out of an in-memory image (`UnexpectedEof` when the
+/// range passes its end): the read of the memory and memory-map backends.
+pub(crate) fn read_from_slice(data: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let start =
+        usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+    let end = start
+        .checked_add(buf.len())
+        .filter(|&e| e <= data.len())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+    buf.copy_from_slice(&data[start..end]);
+    Ok(())
+}
+
 /// Reads `len` bytes at `offset` into a new buffer, naming `structure` in the error. Callers
 /// bound `len` (by a format limit or the file length) before calling.
 pub fn read_bytes(

@@ -136,6 +136,54 @@ pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
     v["virtual-size"].as_u64().unwrap()
 }
 
+/// Creates an image with `qemu-img create -f FMT -o OPTS` and fills it through `qemu-io`
+/// with 40 pseudo-random pattern writes, zero writes and sub-4 KiB writes at random
+/// sector-aligned offsets (deterministic from `seed`).
+pub fn make_qemu_image(
+    dir: &Path,
+    name: &str,
+    fmt: &str,
+    opts: &str,
+    size: &str,
+    seed: u64,
+) -> PathBuf {
+    let p = dir.join(name);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        fmt,
+        "-o",
+        opts,
+        p.to_str().unwrap(),
+        size,
+    ]);
+    let total = qemu_virtual_size(&p, fmt);
+    let mut rng = Rng(seed);
+    let mut cmds = Vec::new();
+    for i in 0..40 {
+        let len = (1 + rng.below(64)) * 4096;
+        let off = rng.below((total - len) / 512) * 512;
+        cmds.push(match i % 3 {
+            0 => format!("write -P {} {off} {len}", 1 + rng.below(250)),
+            1 => format!("write -z {off} {len}"),
+            _ => format!(
+                "write -P {} {off} {}",
+                1 + rng.below(250),
+                512 * (1 + rng.below(16))
+            ),
+        });
+    }
+    let mut args = vec!["-f", fmt];
+    for c in &cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(p.to_str().unwrap());
+    qemu_io(&args);
+    p
+}
+
 /// Reads the whole disk with our reader, in pieces of `piece` bytes.
 pub fn read_all(disk: &dyn VirtualDisk, piece: usize) -> Vec<u8> {
     let size = disk.size();

@@ -7,42 +7,7 @@ use std::path::{Path, PathBuf};
 use vhdx_core::{Disk, DiskType, ErrorKind, OpenOptions, Severity, VirtualDisk};
 
 fn make(dir: &Path, name: &str, opts: &str, size: &str, seed: u64) -> PathBuf {
-    let p = dir.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vpc",
-        "-o",
-        opts,
-        p.to_str().unwrap(),
-        size,
-    ]);
-    let total = qemu_virtual_size(&p, "vpc");
-    let mut rng = Rng(seed);
-    let mut cmds = Vec::new();
-    for i in 0..40 {
-        let len = (1 + rng.below(64)) * 4096;
-        let off = rng.below((total - len) / 512) * 512;
-        let cmd = match i % 3 {
-            0 => format!("write -P {} {off} {len}", 1 + rng.below(250)),
-            1 => format!("write -z {off} {len}"),
-            _ => format!(
-                "write -P {} {off} {}",
-                1 + rng.below(250),
-                512 * (1 + rng.below(16))
-            ),
-        };
-        cmds.push(cmd);
-    }
-    let mut args = vec!["-f", "vpc"];
-    for c in &cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(p.to_str().unwrap());
-    qemu_io(&args);
-    p
+    make_qemu_image(dir, name, "vpc", opts, size, seed)
 }
 
 #[test]
