@@ -6,3 +6,4 @@ mod mutate;
 mod vhd_read;
 mod vhdx_log;
 mod vhdx_read;
+mod vhdx_structure;
