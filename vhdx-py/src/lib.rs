@@ -17,6 +17,9 @@ use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, Severity, VirtualDisk};
 
 /// Converts a core error into the matching `vhdx.errors` exception. Errors are boxed on
 /// their way out of GIL-free closures, which keeps those closures' results small.
+/// Reads up to this size keep the GIL (see `readinto_at`).
+const SMALL_READ: usize = 64 << 10;
+
 fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let errors = py.import("vhdx.errors")?;
@@ -113,8 +116,12 @@ impl NativeDisk {
         }
         let disk = Arc::clone(&self.disk);
         PyBytes::new_with(py, n, |buf: &mut [u8]| {
-            py.detach(|| disk.read_at(buf, offset))
-                .map_err(|e| to_py_err(py, e))
+            let r = if n <= SMALL_READ {
+                disk.read_at(buf, offset)
+            } else {
+                py.detach(|| disk.read_at(buf, offset))
+            };
+            r.map_err(|e| to_py_err(py, e))
         })
     }
 
@@ -142,9 +149,15 @@ impl NativeDisk {
         // meanwhile see unspecified bytes, as with `io.FileIO.readinto`.
         let dst: &mut [u8] =
             unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>().as_ptr(), n) };
-        let disk = Arc::clone(&self.disk);
-        py.detach(|| disk.read_at(dst, offset))
-            .map_err(|e| to_py_err(py, e))?;
+        // Small reads come from the page cache in about a microsecond, less than releasing
+        // and re-taking the GIL costs; larger ones release it so other threads run.
+        let r = if n <= SMALL_READ {
+            self.disk.read_at(dst, offset)
+        } else {
+            let disk = Arc::clone(&self.disk);
+            py.detach(|| disk.read_at(dst, offset))
+        };
+        r.map_err(|e| to_py_err(py, e))?;
         Ok(n)
     }
 

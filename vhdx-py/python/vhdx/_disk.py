@@ -80,11 +80,15 @@ class Disk(io.RawIOBase):
 
     def readinto(self, buffer: _Buffer) -> int:
         """Reads into ``buffer`` at the current position; returns the bytes read (0 at the end)."""
-        native = self._native_or_raise()
-        view = memoryview(buffer)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        n = native.readinto_at(self._pos, view)
+        native = self._native
+        if native is None:
+            raise ValueError("I/O operation on closed disk")
+        try:
+            # bytearray, bytes-format memoryview, mmap, array('B'): passed as they are.
+            n = native.readinto_at(self._pos, buffer)
+        except BufferError:
+            # Another item format or shape (array('I'), a 2-D view): read into its bytes.
+            n = native.readinto_at(self._pos, memoryview(buffer).cast("B"))
         self._pos += n
         return n
 
