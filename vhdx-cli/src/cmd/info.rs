@@ -109,7 +109,11 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
         let log = match v.log.state.as_str() {
             "clean" => "clean".to_string(),
             state => {
-                let mut s = format!("{state} ({} entries", v.log.entries);
+                let mut s = format!(
+                    "{state} ({} entr{}",
+                    v.log.entries,
+                    if v.log.entries == 1 { "y" } else { "ies" }
+                );
                 if v.log.replayed_in_memory {
                     s.push_str(", replayed in memory; the file was not changed");
                 }

@@ -18,19 +18,6 @@ struct Extent {
 
 /// Checks every structure of `v`, appending findings to `report`.
 pub fn check(v: &Vhdx, report: &mut Report) {
-    let log = v.log_info();
-    if log.state == "dirty" {
-        report.add(
-            Severity::Warning,
-            "VHDX log",
-            Some(log.offset),
-            format!(
-                "a valid log with {} entries awaits replay (it was applied in memory for reading; the file is unchanged)",
-                log.entries
-            ),
-        );
-    }
-
     let storage = &*v.storage;
     let file_len = v.file_len;
     let bs = u64::from(v.meta.block_size);

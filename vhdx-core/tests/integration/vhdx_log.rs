@@ -174,7 +174,7 @@ fn exercise(orig: &Path, dir: &Path) -> u64 {
     assert!(log.replayed_in_memory, "{stem}");
     let info = disk.info(false).unwrap();
     assert!(
-        info.warnings.iter().any(|f| f.severity == Severity::Info
+        info.warnings.iter().any(|f| f.severity == Severity::Warning
             && f.message.contains("replayed in memory")
             && f.message.contains("the file was not modified")),
         "{stem}: {:?}",

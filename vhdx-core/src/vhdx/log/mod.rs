@@ -194,11 +194,11 @@ pub fn open_log(
     info.entries = n;
     info.replayed_in_memory = true;
     findings.push(Finding::new(
-        Severity::Info,
+        Severity::Warning,
         "VHDX log",
         Some(g.offset),
         format!(
-            "dirty log with {n} entr{} replayed in memory; the file was not modified",
+            "a valid log with {n} entr{} awaits replay; it was replayed in memory for reading and the file was not modified",
             if n == 1 { "y" } else { "ies" }
         ),
     ));

@@ -387,8 +387,9 @@ fn replay_in_memory_leaves_the_file_alone() {
     assert_eq!(info.entries, 2);
     assert!(info.replayed_in_memory);
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].severity, Severity::Info);
-    assert!(findings[0].message.contains("2 entries replayed in memory"));
+    assert_eq!(findings[0].severity, Severity::Warning);
+    assert!(findings[0].message.contains("2 entries awaits replay"));
+    assert!(findings[0].message.contains("replayed in memory"));
     check_replayed(&*s);
     assert_eq!(read(&*base, 0, before.len()), before);
 }
