@@ -42,7 +42,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check \
-    maturin pytest libvhdi-python dissect.hypervisor
+    maturin pytest mypy libvhdi-python dissect.hypervisor
 .venv/bin/python --version
 export VHDX_ORACLE_PYTHON=$root/.venv/bin/python
 
@@ -66,6 +66,11 @@ export VHDX_CLI=$root/target/release/vhdx
 step "pip install ./vhdx-py (maturin)"
 run pip-install 2 .venv/bin/python -m pip install --disable-pip-version-check \
     --force-reinstall --no-deps ./vhdx-py
+
+step "mypy --strict and stubtest on the installed package"
+run mypy 1 .venv/bin/python -m mypy --strict vhdx-py/python/vhdx
+# stubtest imports the installed package; run it from a folder without the sources.
+run stubtest 1 sh -c "cd '$logs' && '$root/.venv/bin/python' -m mypy.stubtest vhdx"
 
 step "pytest vhdx-py/tests (last: its summary closes the run; total = this step's start + pytest's time)"
 # From a folder without the source tree on sys.path, so the installed package is tested.

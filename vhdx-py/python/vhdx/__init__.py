@@ -84,7 +84,7 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
     if parent is None:
         parents: list[str] = []
     elif isinstance(parent, (str, bytes, os.PathLike)):
-        parents = [os.fspath(parent)]  # type: ignore[list-item]
+        parents = [os.fspath(parent)]
     else:
         parents = [os.fspath(p) for p in parent]
     native = NativeDisk(

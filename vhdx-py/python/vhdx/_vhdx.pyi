@@ -1,12 +1,15 @@
 """Type stubs of the native module ``vhdx._vhdx`` (private: use :mod:`vhdx`)."""
 
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Sequence, Union, final
+
+__all__ = ["NativeDisk", "__version__"]
 
 __version__: str
 
 _Path = Union[str, os.PathLike[str]]
 
+@final
 class NativeDisk:
     """An opened virtual disk (with its parent chain), read with positional calls."""
 
