@@ -2,6 +2,10 @@
 //! Exit 0 when nothing is corrupt (warnings are listed but keep 0), 1 when corruption is
 //! found (including an image too damaged to open), 2 when the file cannot be used at all
 //! (missing, unreadable, not a disk).
+//!
+//! `--repair` first replays a dirty VHDX log onto the file (the spec's recovery after a
+//! crash; safe to interrupt, since the log stays valid until the headers are rewritten at the
+//! end, so running it again finishes the job), then checks the result.
 
 use super::{ChainArgs, CliError};
 use crate::output::print_json;
@@ -21,6 +25,11 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub chain: ChainArgs,
 
+    /// Replay a dirty VHDX log onto the file before checking (the file is modified; make
+    /// sure no virtual machine or other program has the disk open).
+    #[arg(long)]
+    pub repair: bool,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -35,6 +44,8 @@ pub struct CheckOutput {
     pub status: &'static str,
     /// Whether corruption was found (exit status 1).
     pub corrupt: bool,
+    /// Repairs made before the check (`--repair`), in words.
+    pub repairs: Vec<String>,
     /// Every finding, most serious first.
     pub findings: Vec<Finding>,
 }
@@ -52,6 +63,7 @@ impl CheckOutput {
                 _ => "ok",
             },
             corrupt: worst == Some(Severity::Corrupt),
+            repairs: Vec::new(),
             findings,
         }
     }
@@ -59,6 +71,11 @@ impl CheckOutput {
 
 /// Runs `vhdx check`.
 pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
+    let repairs = if args.repair {
+        repair(&args.file)?
+    } else {
+        Vec::new()
+    };
     let opened = vhdx_core::Disk::open_with(&args.file, &args.chain.open_options(false));
     let report = match opened {
         Ok(disk) => disk.check(),
@@ -76,7 +93,8 @@ pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let output = CheckOutput::new(args.file.display().to_string(), report);
+    let mut output = CheckOutput::new(args.file.display().to_string(), report);
+    output.repairs = repairs;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -92,6 +110,32 @@ pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
     })
 }
 
+/// Replays a dirty VHDX log onto the file; returns what was done.
+fn repair(path: &std::path::Path) -> Result<Vec<String>, CliError> {
+    let storage = vhdx_core::storage::FileStorage::open(path)
+        .map_err(|e| vhdx_core::Error::io(e, "cannot open the file").in_file(path))?;
+    if vhdx_core::chain::detect_format(&storage)? != Some(vhdx_core::Format::Vhdx) {
+        return Ok(Vec::new());
+    }
+    drop(storage);
+    let o = vhdx_core::vhdx::replay_log_in_place(path)?;
+    let plural = |n: u64| if n == 1 { "entry" } else { "entries" };
+    Ok(match o.state.as_str() {
+        "dirty" => vec![format!(
+            "replayed {} log {} onto the file and cleared the log (file length {} -> {} bytes)",
+            o.entries,
+            plural(o.entries),
+            o.file_len_before,
+            o.file_len_after
+        )],
+        "invalid" => vec![
+            "the header named a log without a valid entry sequence: nothing to replay; the log was cleared"
+                .to_string(),
+        ],
+        _ => Vec::new(),
+    })
+}
+
 fn severity_name(s: Severity) -> &'static str {
     match s {
         Severity::Info => "info",
@@ -103,6 +147,9 @@ fn severity_name(s: Severity) -> &'static str {
 /// Writes the human form of a check.
 pub fn render(out: &mut dyn Write, c: &CheckOutput) -> io::Result<()> {
     let count = |s: Severity| c.findings.iter().filter(|f| f.severity == s).count();
+    for r in &c.repairs {
+        writeln!(out, "{}: repaired: {r}", c.path)?;
+    }
     if c.findings.is_empty() {
         return writeln!(out, "{}: ok, no problems found", c.path);
     }
