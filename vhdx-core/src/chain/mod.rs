@@ -134,6 +134,20 @@ pub fn detect_format(storage: &dyn Storage) -> Result<Option<Format>> {
     let len = storage
         .len()
         .map_err(|e| Error::io(e, "reading the file length"))?;
+    // A fixed VHD is raw disk bytes plus a footer, so its payload may itself start with an
+    // image signature (a VHDX stored inside a fixed VHD). A valid fixed footer whose size
+    // accounts for the whole file therefore wins over the signature at offset 0.
+    if len >= 512 {
+        let footer: crate::format::vhd::footer::Footer =
+            crate::storage::read_struct(storage, len - 512, "VHD footer")?;
+        if footer.cookie_ok()
+            && footer.checksum_ok()
+            && footer.disk_type.get() == crate::format::vhd::footer::DISK_TYPE_FIXED
+            && footer.current_size.get().checked_add(512) == Some(len)
+        {
+            return Ok(Some(Format::Vhd));
+        }
+    }
     let mut sig = [0u8; 8];
     if len >= 8 {
         storage

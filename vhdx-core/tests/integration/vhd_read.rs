@@ -591,3 +591,34 @@ fn largest_dynamic_disk_opens_and_reads() {
     assert_eq!(stats.allocated_blocks, 1);
     assert_eq!(info.vhd.unwrap().max_table_entries, Some(1_044_480));
 }
+
+/// A fixed VHD whose payload is itself a VHDX image (a disk stored inside a disk): the
+/// outer file is a VHD, read as its raw payload, not the VHDX its first bytes look like.
+#[test]
+fn fixed_vhd_holding_a_vhdx_is_a_vhd() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = make_qemu_image(dir.path(), "inner.vhdx", "vhdx", "block_size=1M", "8M", 5);
+    let outer = dir.path().join("outer.vhd");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=fixed,force_size=on",
+        inner.to_str().unwrap(),
+        outer.to_str().unwrap(),
+    ]);
+    let d = Disk::open(&outer).unwrap();
+    assert_eq!(d.format(), vhdx_core::Format::Vhd);
+    assert_eq!(d.disk_type(), DiskType::Fixed);
+    let inner_bytes = std::fs::read(&inner).unwrap();
+    let mut padded = inner_bytes.clone();
+    padded.resize(d.size() as usize, 0);
+    assert_same(&read_all(&d, 1 << 20), &padded, "outer VHD payload");
+    assert_eq!(
+        Disk::open(&inner).unwrap().format(),
+        vhdx_core::Format::Vhdx
+    );
+}
