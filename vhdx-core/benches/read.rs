@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use vhdx_core::{Disk, VirtualDisk};
+#[path = "support/aligned.rs"]
+mod aligned;
+use aligned::Aligned;
 
 const MIB: u64 = 1 << 20;
 /// Virtual size of the fully written images.
@@ -200,26 +203,6 @@ fn random_offsets(size: u64, n: usize) -> Vec<u64> {
             (x % pages) * 4096
         })
         .collect()
-}
-
-/// A buffer of `n` bytes starting on a page boundary. A plain `Vec` of 1 MiB or more starts 16
-/// bytes into a page, and the kernel copies out of the page cache markedly slower into such a
-/// buffer; both sides of every comparison use this one.
-struct Aligned {
-    v: Vec<u8>,
-    start: usize,
-    n: usize,
-}
-
-impl Aligned {
-    fn new(n: usize) -> Self {
-        let v = vec![1u8; n + 4096];
-        let start = (4096 - v.as_ptr() as usize % 4096) % 4096;
-        Aligned { v, start, n }
-    }
-    fn get(&mut self) -> &mut [u8] {
-        &mut self.v[self.start..self.start + self.n]
-    }
 }
 
 fn seq(c: &mut Criterion) {

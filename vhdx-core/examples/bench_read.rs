@@ -24,24 +24,9 @@ use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::time::Instant;
 use vhdx_core::{Backend, Disk, OpenOptions, VirtualDisk};
-
-/// A zeroed buffer of `n` bytes starting on a page boundary (kept with its backing `Vec`).
-struct Aligned {
-    v: Vec<u8>,
-    start: usize,
-    n: usize,
-}
-
-impl Aligned {
-    fn new(n: usize) -> Self {
-        let v = vec![1u8; n + 4096];
-        let start = (4096 - v.as_ptr() as usize % 4096) % 4096;
-        Aligned { v, start, n }
-    }
-    fn get(&mut self) -> &mut [u8] {
-        &mut self.v[self.start..self.start + self.n]
-    }
-}
+#[path = "../benches/support/aligned.rs"]
+mod aligned;
+use aligned::Aligned;
 
 fn random_offsets(size: u64, n: usize) -> Vec<u64> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
