@@ -42,4 +42,4 @@ pub use disk::{Extent, Status, VirtualDisk};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{Image, ImageFile};
 pub use ops::info::{DiskType, Format, Info};
-pub use report::{Finding, Report, Severity};
+pub use report::{CheckSummary, Finding, Report, Severity};

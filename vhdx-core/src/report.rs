@@ -99,3 +99,39 @@ impl Report {
         self.worst() == Some(Severity::Corrupt)
     }
 }
+
+/// The outcome of `vhdx check` as both fronts print it (CLI `--json`, Python
+/// `Disk.check()`): the report with its verdict, findings most serious first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckSummary {
+    /// The image checked, when it came from a file.
+    pub path: Option<String>,
+    /// `"ok"`, `"warnings"` or `"corrupt"`.
+    pub status: &'static str,
+    /// Whether corruption was found.
+    pub corrupt: bool,
+    /// Repairs made before the check, in words (empty unless a repair was asked for).
+    pub repairs: Vec<String>,
+    /// Every finding, most serious first.
+    pub findings: Vec<Finding>,
+}
+
+impl CheckSummary {
+    /// Summarizes `report` for the image at `path`.
+    pub fn new(path: Option<String>, report: Report) -> Self {
+        let mut findings = report.findings;
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let worst = findings.iter().map(|f| f.severity).max();
+        CheckSummary {
+            path,
+            status: match worst {
+                Some(Severity::Corrupt) => "corrupt",
+                Some(Severity::Warning) => "warnings",
+                _ => "ok",
+            },
+            corrupt: worst == Some(Severity::Corrupt),
+            repairs: Vec::new(),
+            findings,
+        }
+    }
+}

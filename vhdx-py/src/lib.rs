@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::path::PathBuf;
 use std::sync::Arc;
-use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, Severity, VirtualDisk};
+use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, VirtualDisk};
 
 /// Converts a core error into the matching `vhdx.errors` exception. Errors are boxed on
 /// their way out of GIL-free closures, which keeps those closures' results small.
@@ -184,19 +184,8 @@ impl NativeDisk {
     fn check(&self, py: Python<'_>) -> PyResult<String> {
         let disk = Arc::clone(&self.disk);
         let report = py.detach(|| disk.check());
-        let mut findings = report.findings;
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-        let worst = findings.iter().map(|f| f.severity).max();
-        json(&serde_json::json!({
-            "path": disk.path().map(|p| p.display().to_string()),
-            "status": match worst {
-                Some(Severity::Corrupt) => "corrupt",
-                Some(Severity::Warning) => "warnings",
-                _ => "ok",
-            },
-            "corrupt": worst == Some(Severity::Corrupt),
-            "findings": findings,
-        }))
+        let path = disk.path().map(|p| p.display().to_string());
+        json(&vhdx_core::CheckSummary::new(path, report))
     }
 }
 

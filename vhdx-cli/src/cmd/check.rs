@@ -10,10 +10,9 @@
 use super::{ChainArgs, CliError};
 use crate::output::print_json;
 use crate::{EXIT_CORRUPT, EXIT_OK};
-use serde::Serialize;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use vhdx_core::{ErrorKind, Finding, Report, Severity};
+use vhdx_core::{CheckSummary, ErrorKind, Finding, Report, Severity};
 
 /// Arguments of `vhdx check`.
 #[derive(Debug, clap::Args)]
@@ -33,40 +32,6 @@ pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The outcome of a check, printed as JSON or rendered for people.
-#[derive(Debug, Serialize)]
-pub struct CheckOutput {
-    /// The image checked.
-    pub path: String,
-    /// `"ok"`, `"warnings"` or `"corrupt"`.
-    pub status: &'static str,
-    /// Whether corruption was found (exit status 1).
-    pub corrupt: bool,
-    /// Repairs made before the check (`--repair`), in words.
-    pub repairs: Vec<String>,
-    /// Every finding, most serious first.
-    pub findings: Vec<Finding>,
-}
-
-impl CheckOutput {
-    fn new(path: String, report: Report) -> Self {
-        let mut findings = report.findings;
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-        let worst = findings.iter().map(|f| f.severity).max();
-        CheckOutput {
-            path,
-            status: match worst {
-                Some(Severity::Corrupt) => "corrupt",
-                Some(Severity::Warning) => "warnings",
-                _ => "ok",
-            },
-            corrupt: worst == Some(Severity::Corrupt),
-            repairs: Vec::new(),
-            findings,
-        }
-    }
 }
 
 /// Runs `vhdx check`.
@@ -93,7 +58,7 @@ pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut output = CheckOutput::new(args.file.display().to_string(), report);
+    let mut output = CheckSummary::new(Some(args.file.display().to_string()), report);
     output.repairs = repairs;
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -145,18 +110,19 @@ fn severity_name(s: Severity) -> &'static str {
 }
 
 /// Writes the human form of a check.
-pub fn render(out: &mut dyn Write, c: &CheckOutput) -> io::Result<()> {
+pub fn render(out: &mut dyn Write, c: &CheckSummary) -> io::Result<()> {
     let count = |s: Severity| c.findings.iter().filter(|f| f.severity == s).count();
+    let path = c.path.as_deref().unwrap_or("<memory>");
     for r in &c.repairs {
-        writeln!(out, "{}: repaired: {r}", c.path)?;
+        writeln!(out, "{path}: repaired: {r}")?;
     }
     if c.findings.is_empty() {
-        return writeln!(out, "{}: ok, no problems found", c.path);
+        return writeln!(out, "{path}: ok, no problems found");
     }
     writeln!(
         out,
         "{}: {} ({} corrupt, {} warning, {} info)",
-        c.path,
+        path,
         c.status,
         count(Severity::Corrupt),
         count(Severity::Warning),
