@@ -1,7 +1,8 @@
 //! `vhdx._vhdx`: the private native module behind the `vhdx` Python package.
 //!
 //! It holds no format logic: [`NativeDisk`] wraps an opened [`vhdx_core::Disk`] and forwards
-//! reads and reports to it, releasing the GIL around every call that touches the files.
+//! reads and reports to it, releasing the GIL around every call that touches the files
+//! (except reads of up to 64 KiB, which finish sooner than the GIL can be handed over).
 //! Errors become instances of the exception classes defined in `vhdx/errors.py` (chosen by
 //! the error's stable kind), so the class hierarchy lives in one place, in Python.
 //! Reports (`info`, `map`, `check`) cross the boundary as JSON text with the same fields as
@@ -15,11 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, VirtualDisk};
 
-/// Converts a core error into the matching `vhdx.errors` exception. Errors are boxed on
-/// their way out of GIL-free closures, which keeps those closures' results small.
 /// Reads up to this size keep the GIL (see `readinto_at`).
 const SMALL_READ: usize = 64 << 10;
 
+/// Converts a core error into the matching `vhdx.errors` exception.
 fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let errors = py.import("vhdx.errors")?;
