@@ -53,6 +53,9 @@ echo "formatting ok"
 step "cargo clippy --workspace --all-targets -- -D warnings"
 run clippy 3 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc -p vhdx-core (warnings are errors: broken links, missing docs)"
+run doc 1 env RUSTDOCFLAGS="-D warnings" cargo doc -p vhdx-core --no-deps
+
 step "cargo test --workspace"
 run cargo-test 0 cargo test --workspace
 grep -E '^(     Running|   Doc-tests|test result:)' "$logs/cargo-test.log" || true

@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up:
 //! - [`storage`]: positional I/O backends (file, memory map, memory, log-replay overlay).
-//! - [`format`]: the on-disk structures as `zerocopy` types, read in place; no I/O, no policy.
+//! - [`format`](mod@format): the on-disk structures as `zerocopy` types, read in place; no I/O, no policy.
 //! - [`vhdx`], [`vhd`], [`raw`]: one module per format, turning structures into a
 //!   [`disk::Layer`] (where each virtual range comes from).
 //! - [`chain`]: opening a disk with its parents ([`Disk`]), which implements [`VirtualDisk`].

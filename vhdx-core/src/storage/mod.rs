@@ -2,7 +2,7 @@
 //! (and [`StorageMut`] for writes), so parsers never seek and never care whether the bytes
 //! come from a file, a memory map, a buffer in memory or an overlay holding a replayed log.
 //!
-//! Only [`mmap`] contains `unsafe` code.
+//! Only the memory-map backend ([`MmapStorage`]) contains `unsafe` code.
 
 mod file;
 mod memory;
