@@ -207,11 +207,13 @@ fn open_storage(path: &Path, backend: Backend) -> Result<Arc<dyn Storage>> {
 
 /// Opens one image (no parents) from storage.
 pub fn open_image(storage: Arc<dyn Storage>, name: &str, format: Option<Format>) -> Result<Image> {
-    let detected = detect_format(&*storage)?;
-    let format = match (format, detected) {
-        (Some(f), _) => f,
-        (None, Some(f)) => f,
-        (None, None) => return Err(Error::new(
+    let format = match format {
+        Some(f) => Some(f),
+        None => detect_format(&*storage)?,
+    };
+    let format = match format {
+        Some(f) => f,
+        None => return Err(Error::new(
             ErrorKind::NotADisk,
             "not a VHDX or VHD image: no `vhdxfile` signature at offset 0 and no `conectix` footer",
         )
@@ -409,13 +411,14 @@ fn open_chain(
     }
     let storage = open_storage(path, opts.backend)?;
     let name = path.display().to_string();
-    let format = opts
-        .format
-        .filter(|_| level == 0)
-        .or_else(|| match detect_format(&*storage) {
-            Ok(Some(_)) => None,
-            _ => format_from_extension(path).filter(|f| *f == Format::Raw),
-        });
+    // The caller's format (for the disk itself), else the signatures, else a raw image
+    // named by its extension.
+    let format = match opts.format.filter(|_| level == 0) {
+        Some(f) => Some(f),
+        None => detect_format(&*storage)
+            .map_err(|e| e.in_file(path))?
+            .or_else(|| format_from_extension(path).filter(|f| *f == Format::Raw)),
+    };
     let image = open_image(storage, &name, format).map_err(|e| e.in_file(path))?;
     let mut disk = Disk {
         path: Some(path.to_path_buf()),

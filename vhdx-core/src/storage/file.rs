@@ -87,13 +87,53 @@ fn pwrite_all(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads at least this large look for holes first: one `lseek` pair costs about as much as
+/// copying a few KiB, and sparse image files (blocks allocated by extending the file) have
+/// holes of megabytes.
+const HOLE_AWARE_MIN: usize = 1 << 20;
+
+impl FileStorage {
+    /// `read_exact_at` for large reads: holes of the host file are filled with zeros without
+    /// copying them out of the page cache.
+    fn read_skipping_holes(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if end > self.file.metadata()?.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut pos = offset;
+        while pos < end {
+            let at = |p: u64| (p - offset) as usize;
+            match super::sparse::next_data(&self.file, pos)? {
+                Some((s, e)) if s < end => {
+                    let s = s.max(pos);
+                    let e = e.min(end);
+                    buf[at(pos)..at(s)].fill(0);
+                    pread_exact(&self.file, &mut buf[at(s)..at(e)], s)?;
+                    pos = e;
+                }
+                _ => {
+                    buf[at(pos)..].fill(0);
+                    pos = end;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Storage for FileStorage {
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        pread_exact(&self.file, buf, offset)
+        if buf.len() >= HOLE_AWARE_MIN {
+            self.read_skipping_holes(buf, offset)
+        } else {
+            pread_exact(&self.file, buf, offset)
+        }
     }
 }
 

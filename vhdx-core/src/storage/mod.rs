@@ -2,12 +2,14 @@
 //! (and [`StorageMut`] for writes), so parsers never seek and never care whether the bytes
 //! come from a file, a memory map, a buffer in memory or an overlay holding a replayed log.
 //!
-//! Only the memory-map backend ([`MmapStorage`]) contains `unsafe` code.
+//! Only the memory-map backend ([`MmapStorage`]) and the `lseek` calls of [`sparse`] contain
+//! `unsafe` code.
 
 mod file;
 mod memory;
 mod mmap;
 mod overlay;
+pub mod sparse;
 pub mod table;
 
 pub use file::FileStorage;

@@ -1,0 +1,77 @@
+//! Where a host file holds data and where it has holes (`lseek` with `SEEK_DATA` /
+//! `SEEK_HOLE`). Large reads skip holes instead of copying zero pages out of the page cache;
+//! later layers use the same calls to tell whether an image file is sparse.
+//!
+//! The Rust standard library has no `SEEK_DATA`/`SEEK_HOLE`, so this module calls `lseek`
+//! through FFI; it and the memory-map backend are the only places with `unsafe` code.
+//! On systems without these calls every byte counts as data, which is always correct.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+
+/// A data region of a file: `[start, end)`.
+pub type Extent = (u64, u64);
+
+/// The first data region at or after `offset`, or `None` when only a hole (or the end of
+/// the file) follows. The end of a region is where the next hole starts (the end of the
+/// file counts as a hole).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn next_data(file: &File, offset: u64) -> io::Result<Option<Extent>> {
+    use std::os::fd::AsRawFd;
+    let Ok(off) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is a valid descriptor owned by `file` for the duration of the call;
+    // lseek takes plain integers and touches no memory of ours. It moves the descriptor's
+    // cursor, which nothing in this crate uses (all I/O is positional).
+    let start = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+    if start < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            // A file system without SEEK_DATA: everything is data.
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some((offset, u64::MAX))),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: as above.
+    let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+    if end < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some((start as u64, end as u64)))
+}
+
+/// On systems without `SEEK_DATA`, every byte is data.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub fn next_data(_file: &File, offset: u64) -> io::Result<Option<Extent>> {
+    Ok(Some((offset, u64::MAX)))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn finds_data_between_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let f = File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[1u8; 4096], 16 << 20).unwrap();
+        f.sync_all().unwrap();
+        let f = File::open(&p).unwrap();
+        let (s, e) = next_data(&f, 0).unwrap().unwrap();
+        // File systems may report data at a coarser granularity, never finer.
+        assert!(s <= 16 << 20 && e >= (16 << 20) + 4096, "{s} {e}");
+        if s > 0 {
+            // Holes are supported here: nothing after the data region.
+            assert!(next_data(&f, e).unwrap().is_none_or(|(s2, _)| s2 >= e));
+        }
+        assert_eq!(next_data(&f, 64 << 20).unwrap(), None);
+    }
+}
