@@ -99,21 +99,24 @@ impl FileStorage {
         let end = offset
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        if end > self.file.metadata()?.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+        let at = |p: u64| (p - offset) as usize;
         let mut pos = offset;
         while pos < end {
-            let at = |p: u64| (p - offset) as usize;
             match super::sparse::next_data(&self.file, pos)? {
                 Some((s, e)) if s < end => {
                     let s = s.max(pos);
                     let e = e.min(end);
                     buf[at(pos)..at(s)].fill(0);
+                    // A range past the end of the file fails here, as a plain read would.
                     pread_exact(&self.file, &mut buf[at(s)..at(e)], s)?;
                     pos = e;
                 }
                 _ => {
+                    // Only holes (or the end of the file) follow: zeros, unless the range
+                    // runs past the end of the file.
+                    if end > self.file.metadata()?.len() {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
                     buf[at(pos)..].fill(0);
                     pos = end;
                 }
@@ -148,5 +151,51 @@ impl StorageMut for FileStorage {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn large_reads_over_holes_and_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[7u8; 8192], 3 << 20).unwrap();
+        f.write_all_at(&[9u8; 100], (8 << 20) - 100).unwrap();
+        drop(f);
+        let s = FileStorage::open(&p).unwrap();
+        let mut buf = vec![0xAAu8; 8 << 20];
+        s.read_exact_at(&mut buf, 0).unwrap();
+        let mut want = vec![0u8; 8 << 20];
+        want[3 << 20..(3 << 20) + 8192].fill(7);
+        want[(8 << 20) - 100..].fill(9);
+        assert!(buf == want);
+        // Unaligned start inside a hole, end inside data.
+        let mut b = vec![0xAAu8; 2 << 20];
+        s.read_exact_at(&mut b, (2 << 20) + 5).unwrap();
+        assert!(b[..] == want[(2 << 20) + 5..(4 << 20) + 5]);
+        // Past the end: an error, whatever the holes.
+        let mut b = vec![0u8; 2 << 20];
+        let e = s.read_exact_at(&mut b, 7 << 20).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // Extend with a trailing hole, then read past the end of the hole.
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(10 << 20)
+            .unwrap();
+        let e = s
+            .read_exact_at(&mut vec![0u8; 4 << 20], 7 << 20)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let mut b = vec![0xAAu8; 2 << 20];
+        s.read_exact_at(&mut b, 8 << 20).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
     }
 }
