@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use vhdx_core::{Disk, VirtualDisk};
-#[path = "support/aligned.rs"]
-mod aligned;
-use aligned::Aligned;
+#[path = "support/common.rs"]
+mod common;
+use common::{random_offsets, Aligned};
 
 const MIB: u64 = 1 << 20;
 /// Virtual size of the fully written images.
@@ -187,22 +187,6 @@ fn open(dir: &Path, file: &str) -> Option<Disk> {
             None
         }
     }
-}
-
-/// 4 KiB-aligned offsets inside the disk, from a fixed xorshift64 sequence (the same one the
-/// C and Python peers in `scripts/` use: seed 0x9e3779b97f4a7c15, `x ^= x << 13; x ^= x >> 7;
-/// x ^= x << 17`, offset = (x % (size / 4096)) * 4096).
-fn random_offsets(size: u64, n: usize) -> Vec<u64> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let pages = size / 4096;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % pages) * 4096
-        })
-        .collect()
 }
 
 fn seq(c: &mut Criterion) {

@@ -24,22 +24,9 @@ use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
 use std::time::Instant;
 use vhdx_core::{Backend, Disk, OpenOptions, VirtualDisk};
-#[path = "../benches/support/aligned.rs"]
-mod aligned;
-use aligned::Aligned;
-
-fn random_offsets(size: u64, n: usize) -> Vec<u64> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let pages = size / 4096;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % pages) * 4096
-        })
-        .collect()
-}
+#[path = "../benches/support/common.rs"]
+mod common;
+use common::{random_offsets, Aligned};
 
 fn parse_size(s: &str) -> u64 {
     let (num, mul) = match s.as_bytes().last() {
