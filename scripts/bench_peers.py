@@ -464,7 +464,7 @@ def drive(a) -> None:
         "page, and the kernel then copies out of the page cache up to 2× slower, which would "
         "swamp every other effect). The machine is shared with other builds: absolute numbers vary "
         "by ±20 % from run to run. The `raw (control)` row opens `control.raw`, a copy of `full.raw`, "
-        "through `Disk` (format raw: the same system calls as the reference on another file), so "
+        "through `Disk` (format raw: the same reads as the reference, on another file, plus the `SEEK_DATA` hole checks of reads of 2 MiB and more), so "
         "its ratio shows the noise floor of the method. Which side of a pair goes first alternates.\n"
     )
     L.append("### Sequential whole-disk reads (MB/s, best pass; ratios: median over alternating pass pairs)\n")
