@@ -24,8 +24,8 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub chain: ChainArgs,
 
-    /// Replay a dirty VHDX log onto the file before checking (the file is modified; make
-    /// sure no virtual machine or other program has the disk open).
+    /// Replay a dirty VHDX log onto the file before checking (the file is modified; refused
+    /// while a virtual machine, QEMU or another writer has the disk open).
     #[arg(long)]
     pub repair: bool,
 

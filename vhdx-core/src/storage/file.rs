@@ -30,6 +30,26 @@ impl FileStorage {
         Ok(FileStorage { file })
     }
 
+    /// Opens `path` for reading and writing and takes the write locks (see [`super::lock`]):
+    /// fails with [`crate::ErrorKind::InUse`] while another writer, or a QEMU that forbids
+    /// writers, has the file open. The locks last as long as the returned storage.
+    pub fn open_rw_exclusive(path: &Path) -> crate::Result<Self> {
+        let s = FileStorage::open_rw(path).map_err(|e| {
+            crate::Error::io(e, "cannot open the file for reading and writing").in_file(path)
+        })?;
+        match super::lock::lock_for_writing(&s.file) {
+            Ok(()) => Ok(s),
+            Err(super::lock::LockError::InUse(why)) => Err(crate::Error::new(
+                crate::ErrorKind::InUse,
+                format!("the image is in use: {why}; close the virtual machine or program that has it open"),
+            )
+            .in_file(path)),
+            Err(super::lock::LockError::Io(e)) => {
+                Err(crate::Error::io(e, "cannot lock the file").in_file(path))
+            }
+        }
+    }
+
     /// Wraps an already open file.
     pub fn from_file(file: File) -> Self {
         FileStorage { file }

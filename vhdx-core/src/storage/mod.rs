@@ -2,10 +2,11 @@
 //! (and [`StorageMut`] for writes), so parsers never seek and never care whether the bytes
 //! come from a file, a memory map, a buffer in memory or an overlay holding a replayed log.
 //!
-//! Only the memory-map backend ([`MmapStorage`]) and the `lseek` calls of [`sparse`] contain
-//! `unsafe` code.
+//! Only the memory-map backend ([`MmapStorage`]), the `lseek` calls of [`sparse`] and the
+//! `fcntl` locks of [`lock`] contain `unsafe` code.
 
 mod file;
+pub mod lock;
 mod memory;
 mod mmap;
 mod overlay;

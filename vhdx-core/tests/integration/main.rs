@@ -2,6 +2,7 @@
 
 mod chain;
 mod common;
+mod locking;
 mod mutate;
 mod vhd_read;
 mod vhdx_log;

@@ -105,10 +105,10 @@ pub(super) fn file_offset_of(w: &LogWrite<'_>) -> u64 {
     }
 }
 
-/// Opens the VHDX file at `path` read-write and replays its log onto it with
-/// [`replay_onto_file`]. The caller must make sure nothing else has the file open.
+/// Opens the VHDX file at `path` read-write with the write locks (refused with
+/// [`crate::ErrorKind::InUse`] while QEMU or another writer has it open) and replays its log
+/// onto it with [`replay_onto_file`].
 pub fn replay_log_in_place(path: &Path) -> Result<ReplayOutcome> {
-    let f = FileStorage::open_rw(path)
-        .map_err(|e| Error::io(e, "cannot open the file for reading and writing").in_file(path))?;
+    let f = FileStorage::open_rw_exclusive(path)?;
     replay_onto_file(&f).map_err(|e| e.in_file(path))
 }
