@@ -17,7 +17,7 @@ fn qemu_holding(path: &Path, read_only: bool) -> Child {
     if read_only {
         cmd.arg("-r");
     }
-    let child = cmd
+    let mut child = cmd
         .args(["-c", "sleep 30000"])
         .arg(path)
         .stdout(Stdio::null())
@@ -34,6 +34,8 @@ fn qemu_holding(path: &Path, read_only: bool) -> Child {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("qemu-io took no lock on {}", path.display());
 }
 
