@@ -1,4 +1,4 @@
-//! `vhdx`: inspect, check, map and convert Microsoft VHDX and VHD virtual disks.
+//! `vhdx`: inspect, check, map, convert and create Microsoft VHDX and VHD virtual disks.
 //!
 //! `main` parses the arguments, runs one subcommand and turns its outcome into the exit
 //! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
@@ -17,7 +17,7 @@ pub const EXIT_CORRUPT: u8 = 1;
 /// Exit status: the input could not be used (unreadable, not a disk, bad arguments).
 pub const EXIT_UNUSABLE: u8 = 2;
 
-/// Read Microsoft VHDX and VHD virtual disks.
+/// Read and create Microsoft VHDX and VHD virtual disks.
 ///
 /// Exit status: 0 success, 1 a check found corruption, 2 the input could not be used.
 #[derive(Debug, Parser)]
@@ -37,6 +37,8 @@ enum Command {
     Map(cmd::map::MapArgs),
     /// Convert an image (and its parent chain) to another format.
     Convert(cmd::convert::ConvertArgs),
+    /// Create a new VHDX or VHD disk: fixed, dynamic, or differencing with --parent.
+    Create(cmd::create::CreateArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a),
         Command::Map(a) => cmd::map::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Create(a) => cmd::create::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

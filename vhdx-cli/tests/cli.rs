@@ -402,7 +402,7 @@ fn windows_made_differencing_vhd_without_parent() {
 fn help_and_version() {
     let o = vhdx(&["--help"]);
     assert_eq!(code(&o), 0);
-    for c in ["info", "check", "map", "convert"] {
+    for c in ["info", "check", "map", "convert", "create"] {
         assert!(stdout(&o).contains(c));
     }
     let o = vhdx(&["--version"]);
@@ -465,4 +465,71 @@ fn check_repair_replays_a_dirty_log() {
     let o = vhdx(&["check", "--repair", "--json", s(&img)]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["repairs"].as_array().unwrap().len(), 0, "{v}");
+}
+
+/// `vhdx create` makes every type: qemu-img agrees on format and size (and finds the VHDX
+/// clean), `--json` reports what was made, and an existing file is refused with exit 2.
+#[test]
+fn create_makes_disks_qemu_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra, qfmt, ty, size) in [
+        ("d.vhdx", vec![], "vhdx", "dynamic", 100 * MIB),
+        (
+            "f.vhdx",
+            vec!["--type", "fixed", "--block-size", "1M"],
+            "vhdx",
+            "fixed",
+            100 * MIB,
+        ),
+        (
+            "d.img",
+            vec!["--format", "vhd"],
+            "vpc",
+            "dynamic",
+            100 * MIB,
+        ),
+        ("f.vhd", vec!["--type", "fixed"], "vpc", "fixed", 100 * MIB),
+    ] {
+        let p = dir.path().join(name);
+        let mut args = vec!["create", s(&p), "--size", "100M", "--json"];
+        args.extend(extra);
+        let o = vhdx(&args);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["disk_type"], ty, "{name}");
+        assert_eq!(v["virtual_size"].as_u64(), Some(size), "{name}");
+        let qi: Value =
+            serde_json::from_slice(&qemu_img(&["info", "-f", qfmt, "--output=json", s(&p)]))
+                .unwrap();
+        assert_eq!(qi["virtual-size"].as_u64(), Some(size), "{name}");
+        if qfmt == "vhdx" {
+            qemu_img(&["check", "-f", "vhdx", s(&p)]);
+        }
+    }
+    let o = vhdx(&["create", s(&dir.path().join("d.vhdx")), "--size", "1G"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = vhdx(&["create", s(&dir.path().join("x.vhdx")), "--size", "1000"]);
+    assert_eq!(code(&o), 2);
+    assert!(!dir.path().join("x.vhdx").exists());
+}
+
+/// `vhdx create --parent` makes a differencing disk that reads as its parent, with the
+/// parent's size; the human form names the type.
+#[test]
+fn create_differencing_reads_as_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = sample_vhdx(dir.path(), 24 * MIB);
+    let child = dir.path().join("child.avhdx");
+    let o = vhdx(&["create", s(&child), "--parent", s(&parent)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("differencing"), "{}", stdout(&o));
+    let a = dir.path().join("parent.raw");
+    let b = dir.path().join("child.raw");
+    let o = vhdx(&["convert", s(&parent), s(&a)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = vhdx(&["convert", s(&child), s(&b)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert_eq!(fs::metadata(&b).unwrap().len(), 24 * MIB);
 }

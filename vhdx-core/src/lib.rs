@@ -26,6 +26,7 @@
 
 pub mod bytes;
 pub mod chain;
+pub mod create;
 pub mod disk;
 pub mod error;
 pub mod format;

@@ -195,10 +195,71 @@ fn clamp(size: u64, offset: u64, n: u64) -> usize {
     size.saturating_sub(offset).min(n) as usize
 }
 
+/// Creates a new disk at `path` (see `vhdx_core::create`). `disk_type` is `"dynamic"` or
+/// `"fixed"` (a parent makes it differencing); `format` is `"vhdx"`, `"vhd"` or `None` (from
+/// the extension); `size` may be `None` only with a parent.
+#[pyfunction]
+#[pyo3(signature = (path, size, disk_type = "dynamic", block_size = None, logical_sector_size = None, physical_sector_size = None, parent = None, format = None))]
+#[allow(clippy::too_many_arguments)]
+fn create_disk(
+    py: Python<'_>,
+    path: PathBuf,
+    size: Option<u64>,
+    disk_type: &str,
+    block_size: Option<u32>,
+    logical_sector_size: Option<u32>,
+    physical_sector_size: Option<u32>,
+    parent: Option<PathBuf>,
+    format: Option<&str>,
+) -> PyResult<()> {
+    use vhdx_core::create::{create, CreateOptions};
+    let mut opts = CreateOptions::new();
+    // A parent makes the disk differencing; the default "dynamic" then means nothing, and
+    // "fixed" is refused by the core with a typed error.
+    match (disk_type, parent.is_some()) {
+        ("dynamic" | "differencing", true) => {}
+        ("dynamic", false) => opts = opts.disk_type(vhdx_core::DiskType::Dynamic),
+        ("fixed", _) => opts = opts.disk_type(vhdx_core::DiskType::Fixed),
+        (other, _) => {
+            return Err(PyValueError::new_err(format!(
+                "type must be \"dynamic\" or \"fixed\", not {other:?}"
+            )))
+        }
+    }
+    match format {
+        None => {}
+        Some("vhdx") => opts = opts.format(vhdx_core::Format::Vhdx),
+        Some("vhd") => opts = opts.format(vhdx_core::Format::Vhd),
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "format must be \"vhdx\" or \"vhd\", not {other:?}"
+            )))
+        }
+    }
+    if let Some(s) = size {
+        opts = opts.size(s);
+    }
+    if let Some(b) = block_size {
+        opts = opts.block_size(b);
+    }
+    if let Some(n) = logical_sector_size {
+        opts = opts.logical_sector_size(n);
+    }
+    if let Some(n) = physical_sector_size {
+        opts = opts.physical_sector_size(n);
+    }
+    if let Some(p) = parent {
+        opts = opts.parent(p);
+    }
+    py.detach(|| create(&path, &opts))
+        .map_err(|e| to_py_err(py, e))
+}
+
 /// The native module `vhdx._vhdx`.
 #[pymodule]
 fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeDisk>()?;
+    m.add_function(wrap_pyfunction!(create_disk, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Where a host file holds data and where it has holes (`lseek` with `SEEK_DATA` /
-//! `SEEK_HOLE`). Large reads skip holes instead of copying zero pages out of the page cache;
+//! `SEEK_HOLE`), and preallocation (`fallocate`). Large reads skip holes instead of copying zero pages out of the page cache;
 //! later layers use the same calls to tell whether an image file is sparse.
 //!
 //! The Rust standard library has no `SEEK_DATA`/`SEEK_HOLE`, so this module calls `lseek`
@@ -49,6 +49,28 @@ pub fn next_data(file: &File, offset: u64) -> io::Result<Option<Extent>> {
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 pub fn next_data(_file: &File, offset: u64) -> io::Result<Option<Extent>> {
     Ok(Some((offset, u64::MAX)))
+}
+
+/// Allocates the first `len` bytes of `file` on the host (`fallocate(fd, 0, 0, len)`), so a
+/// preallocated disk cannot run out of space later; `Ok(false)` when the file system does
+/// not support it.
+#[cfg(target_os = "linux")]
+pub fn allocate(file: &File, len: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Ok(false);
+    };
+    // SAFETY: the descriptor is open for writing for the duration of the call, and
+    // fallocate only takes integers.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -2,6 +2,7 @@
 
 mod chain;
 mod common;
+mod create;
 mod locking;
 mod mutate;
 mod vhd_read;

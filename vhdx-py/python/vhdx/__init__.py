@@ -14,7 +14,7 @@ import os
 from typing import Literal, Optional, Sequence, Union
 
 from ._disk import Disk
-from ._vhdx import NativeDisk, __version__
+from ._vhdx import NativeDisk, __version__, create_disk
 from .errors import (
     ChainLoopError,
     CorruptImageError,
@@ -32,6 +32,7 @@ from .errors import (
 __all__ = [
     "__version__",
     "open",
+    "create",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -95,3 +96,46 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
         require_parent,
     )
     return Disk(native, path)
+
+
+def create(
+    path: _Path,
+    size: Optional[int] = None,
+    *,
+    type: Literal["dynamic", "fixed"] = "dynamic",  # noqa: A002 - the ROADMAP's name
+    block_size: Optional[int] = None,
+    logical_sector_size: int = 512,
+    physical_sector_size: int = 4096,
+    parent: Optional[_Path] = None,
+    format: Optional[Literal["vhdx", "vhd"]] = None,  # noqa: A002
+) -> None:
+    """Creates a new VHDX or VHD disk at ``path`` (format from ``format`` or the extension).
+
+    ``type`` is ``"dynamic"`` or ``"fixed"``; giving ``parent`` makes a differencing disk
+    over it (same format; ``size`` then defaults to the parent's and the sector sizes to the
+    parent's). ``block_size`` defaults to 32 MiB for VHDX (2 MiB for differencing) and 2 MiB
+    for VHD. A VHD has 512-byte sectors and no physical sector size (the argument is then
+    ignored unless it is invalid). An existing file is never overwritten; bad arguments
+    raise :class:`InvalidArgumentError`, and a failed create leaves no file behind.
+    """
+    is_vhd = format == "vhd" or (
+        format is None and os.fspath(path).lower().endswith((".vhd", ".avhd"))
+    )
+    logical: Optional[int] = logical_sector_size
+    physical: Optional[int] = physical_sector_size
+    if parent is not None:
+        # Inherit the parent's sector sizes unless the caller changed the defaults.
+        logical = None if logical_sector_size == 512 else logical_sector_size
+        physical = None if physical_sector_size == 4096 else physical_sector_size
+    if is_vhd and physical_sector_size == 4096:
+        physical = None
+    create_disk(
+        os.fspath(path),
+        size,
+        type,
+        block_size,
+        logical,
+        physical,
+        None if parent is None else os.fspath(parent),
+        format,
+    )

@@ -3,7 +3,7 @@
 import os
 from typing import Any, Sequence, Union, final
 
-__all__ = ["NativeDisk", "__version__"]
+__all__ = ["NativeDisk", "__version__", "create_disk"]
 
 __version__: str
 
@@ -32,3 +32,14 @@ class NativeDisk:
     def info(self, scan: bool = False) -> str: ...
     def map(self) -> str: ...
     def check(self) -> str: ...
+
+def create_disk(
+    path: _Path,
+    size: int | None,
+    disk_type: str = ...,
+    block_size: int | None = ...,
+    logical_sector_size: int | None = ...,
+    physical_sector_size: int | None = ...,
+    parent: _Path | None = ...,
+    format: str | None = ...,
+) -> None: ...
