@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 import vhdx
-from conftest import MIB, MakeImage
+from conftest import MIB, MakeImage, missing
 
 
 def qemu_info(path: Path, fmt: str) -> dict[str, object]:
     if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img is missing")
+        missing("qemu-img")
     out = subprocess.run(
         ["qemu-img", "info", "-f", fmt, "--output=json", str(path)],
         check=True,
