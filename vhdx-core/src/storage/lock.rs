@@ -29,6 +29,15 @@ const PERM_RESIZE: i64 = 103;
 /// QEMU's "not shared" bytes for write and resize.
 const UNSHARED_WRITE: i64 = 201;
 const UNSHARED_RESIZE: i64 = 203;
+/// Every byte a writer holds, as a read-write QEMU does.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+const WRITER_BYTES: [i64; 5] = [
+    PERM_READ,
+    PERM_WRITE,
+    PERM_RESIZE,
+    UNSHARED_WRITE,
+    UNSHARED_RESIZE,
+];
 
 /// Why a write lock could not be taken.
 #[derive(Debug)]
@@ -80,13 +89,7 @@ mod imp {
 
     pub fn lock_for_writing(file: &File) -> Result<(), LockError> {
         let rd = libc::F_RDLCK as libc::c_short;
-        for b in [
-            PERM_READ,
-            PERM_WRITE,
-            PERM_RESIZE,
-            UNSHARED_WRITE,
-            UNSHARED_RESIZE,
-        ] {
+        for b in WRITER_BYTES {
             set(file, rd, b).map_err(LockError::Io)?;
         }
         let conflict = if held_by_other(file, PERM_WRITE).map_err(LockError::Io)? {
@@ -109,13 +112,7 @@ mod imp {
 
     pub fn unlock(file: &File) -> io::Result<()> {
         let un = libc::F_UNLCK as libc::c_short;
-        for b in [
-            PERM_READ,
-            PERM_WRITE,
-            PERM_RESIZE,
-            UNSHARED_WRITE,
-            UNSHARED_RESIZE,
-        ] {
+        for b in WRITER_BYTES {
             set(file, un, b)?;
         }
         Ok(())
