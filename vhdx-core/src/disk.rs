@@ -35,9 +35,10 @@ pub struct Segment {
     pub source: Source,
 }
 
-/// Appends `seg` to `out`, merging it into the previous segment when both continue each
-/// other (same kind, and for data adjacent file offsets).
-pub fn push_segment(out: &mut Vec<Segment>, seg: Segment) {
+/// Appends `length` bytes from `source` to `out`, merging them into the previous segment when
+/// both continue each other (same kind, and for data adjacent file offsets).
+pub fn push_segment(out: &mut Vec<Segment>, length: u64, source: Source) {
+    let seg = Segment { length, source };
     if seg.length == 0 {
         return;
     }
@@ -341,48 +342,12 @@ mod tests {
     #[test]
     fn segments_coalesce() {
         let mut v = Vec::new();
-        push_segment(
-            &mut v,
-            Segment {
-                length: 10,
-                source: Source::Data { file_offset: 100 },
-            },
-        );
-        push_segment(
-            &mut v,
-            Segment {
-                length: 5,
-                source: Source::Data { file_offset: 110 },
-            },
-        );
-        push_segment(
-            &mut v,
-            Segment {
-                length: 5,
-                source: Source::Data { file_offset: 200 },
-            },
-        );
-        push_segment(
-            &mut v,
-            Segment {
-                length: 0,
-                source: Source::Zero,
-            },
-        );
-        push_segment(
-            &mut v,
-            Segment {
-                length: 3,
-                source: Source::Zero,
-            },
-        );
-        push_segment(
-            &mut v,
-            Segment {
-                length: 3,
-                source: Source::Zero,
-            },
-        );
+        push_segment(&mut v, 10, Source::Data { file_offset: 100 });
+        push_segment(&mut v, 5, Source::Data { file_offset: 110 });
+        push_segment(&mut v, 5, Source::Data { file_offset: 200 });
+        push_segment(&mut v, 0, Source::Zero);
+        push_segment(&mut v, 3, Source::Zero);
+        push_segment(&mut v, 3, Source::Zero);
         assert_eq!(
             v,
             vec![

@@ -42,11 +42,9 @@ impl Layer for RawImage {
     fn resolve(&self, offset: u64, length: u64, out: &mut Vec<Segment>) -> Result<()> {
         push_segment(
             out,
-            Segment {
-                length,
-                source: Source::Data {
-                    file_offset: offset,
-                },
+            length,
+            Source::Data {
+                file_offset: offset,
             },
         );
         Ok(())

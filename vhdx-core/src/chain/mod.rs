@@ -267,17 +267,6 @@ impl Disk {
         Ok(disk)
     }
 
-    /// Wraps an opened image (and optionally its parent) as a disk.
-    pub fn from_image(image: Image, path: Option<PathBuf>, parent: Option<Arc<Disk>>) -> Disk {
-        Disk {
-            path,
-            image,
-            parent,
-            parent_info: None,
-            parent_error: None,
-        }
-    }
-
     /// The image of this disk (without parents).
     pub fn image(&self) -> &Image {
         &self.image

@@ -157,10 +157,6 @@ fn footer(p: &VhdPlan) -> Footer {
     f
 }
 
-fn utf16le(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
-}
-
 pub(super) fn write(storage: &FileStorage, p: &VhdPlan) -> Result<()> {
     let f = footer(p);
     if p.disk_type == DiskType::Fixed {
@@ -199,7 +195,7 @@ pub(super) fn write(storage: &FileStorage, p: &VhdPlan) -> Result<()> {
         .into_iter()
         .enumerate()
         {
-            let data = utf16le(text);
+            let data = crate::format::utf16::encode_le(text);
             let space = (data.len() as u64).next_multiple_of(SECTOR).max(SECTOR);
             let len32 = u32::try_from(data.len()).map_err(|_| overflow())?;
             let space32 = u32::try_from(space).map_err(|_| overflow())?;

@@ -148,10 +148,6 @@ fn round_mib(n: u64) -> Result<u64> {
     n.checked_next_multiple_of(MIB).ok_or_else(overflow)
 }
 
-fn utf16le(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
-}
-
 fn io(e: std::io::Error, what: &'static str) -> Error {
     Error::io(e, what)
 }
@@ -170,7 +166,10 @@ fn parent_locator(link: &ParentLink) -> Result<Vec<u8>> {
     let mut strings = Vec::new();
     let base = 20 + 12 * pairs.len();
     for (k, v) in &pairs {
-        let (k, v) = (utf16le(k), utf16le(v));
+        let (k, v) = (
+            crate::format::utf16::encode_le(k),
+            crate::format::utf16::encode_le(v),
+        );
         let too_long = || Error::invalid_argument("a parent path is too long for the locator");
         let ko = u32::try_from(base + strings.len()).map_err(|_| too_long())?;
         strings.extend_from_slice(&k);
@@ -281,7 +280,7 @@ pub(super) fn write(storage: &FileStorage, p: &VhdxPlan) -> Result<()> {
     // File identifier.
     let mut fid = FileIdentifier::new_zeroed();
     fid.signature = file_id::SIGNATURE;
-    let creator = utf16le(&format!("vhdx {}", env!("CARGO_PKG_VERSION")));
+    let creator = crate::format::utf16::encode_le(&format!("vhdx {}", env!("CARGO_PKG_VERSION")));
     let n = creator.len().min(fid.creator.len() - 2);
     fid.creator[..n].copy_from_slice(&creator[..n]);
     storage

@@ -2,5 +2,6 @@
 //! read in place from byte buffers. Only layouts, constants and pure helpers (checksums,
 //! GUID conversion) live here: no I/O and no policy.
 
+pub mod utf16;
 pub mod vhd;
 pub mod vhdx;

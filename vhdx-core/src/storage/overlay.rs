@@ -60,17 +60,6 @@ impl Overlay {
         self.pieces.is_empty() && self.len == self.base.len().unwrap_or(self.len)
     }
 
-    /// Bytes held in memory by the overlay.
-    pub fn memory_bytes(&self) -> u64 {
-        self.pieces
-            .values()
-            .map(|p| match p.content {
-                Content::Zero => 0,
-                Content::Bytes { .. } => p.len,
-            })
-            .sum()
-    }
-
     /// Records a write of `data` at `offset`.
     pub fn write(&mut self, offset: u64, data: &[u8]) {
         if data.is_empty() {

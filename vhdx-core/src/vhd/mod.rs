@@ -216,13 +216,7 @@ impl Vhd {
             } else {
                 Source::Parent
             };
-            push_segment(
-                out,
-                Segment {
-                    length: run_end - p,
-                    source,
-                },
-            );
+            push_segment(out, run_end - p, source);
             p = run_end;
         }
         Ok(())
@@ -261,11 +255,9 @@ impl Layer for Vhd {
             // Fixed: the file starts with the disk, byte for byte.
             push_segment(
                 out,
-                Segment {
-                    length,
-                    source: Source::Data {
-                        file_offset: offset,
-                    },
+                length,
+                Source::Data {
+                    file_offset: offset,
                 },
             );
             return Ok(());
@@ -283,13 +275,7 @@ impl Layer for Vhd {
             let entry = sp.bat.entry(&*self.storage, block)?;
             if entry == BAT_UNALLOCATED {
                 // Zeros in a dynamic disk (no parent), the parent's data in a differencing one.
-                push_segment(
-                    out,
-                    Segment {
-                        length: n,
-                        source: Source::Parent,
-                    },
-                );
+                push_segment(out, n, Source::Parent);
             } else {
                 let data_off = self.block_data_offset(sp, block, entry)?;
                 if differencing {
@@ -300,11 +286,9 @@ impl Layer for Vhd {
                     // (FORMATS.md B.7).
                     push_segment(
                         out,
-                        Segment {
-                            length: n,
-                            source: Source::Data {
-                                file_offset: data_off + in_block,
-                            },
+                        n,
+                        Source::Data {
+                            file_offset: data_off + in_block,
                         },
                     );
                 }

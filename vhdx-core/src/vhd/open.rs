@@ -348,13 +348,6 @@ pub fn read_sparse(
     })
 }
 
-fn utf16_text(units: impl Iterator<Item = u16>) -> String {
-    let units: Vec<u16> = units.take_while(|&u| u != 0).collect();
-    char::decode_utf16(units)
-        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect()
-}
-
 /// Whether a Windows path is absolute or drive-qualified (`C:…`, `\…`, `/…`).
 fn has_root(p: &str) -> bool {
     let b = p.as_bytes();
@@ -365,11 +358,7 @@ fn has_root(p: &str) -> bool {
 
 /// Decodes the 512-byte UTF-16 big-endian ParentUnicodeName (NUL-terminated or padded).
 pub fn parent_unicode_name(h: &DynamicHeader) -> String {
-    utf16_text(
-        h.parent_unicode_name
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]])),
-    )
+    crate::format::utf16::decode_be(&h.parent_unicode_name)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -461,12 +450,7 @@ pub fn read_locators(
                 continue;
             }
         };
-        let le16 = || {
-            utf16_text(
-                data.chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
-            )
-        };
+        let le16 = || crate::format::utf16::decode_le(&data);
         let narrow = || {
             String::from_utf8_lossy(&data)
                 .trim_end_matches('\0')
@@ -539,13 +523,5 @@ mod tests {
         assert_eq!(macx_path("http://x"), None);
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("a%41%zz%"), "aA%zz%");
-    }
-
-    #[test]
-    fn utf16_stops_at_nul_and_replaces_lone_surrogates() {
-        assert_eq!(
-            utf16_text([0x61, 0xD800, 0x62, 0, 0x63].into_iter()),
-            "a\u{FFFD}b"
-        );
     }
 }

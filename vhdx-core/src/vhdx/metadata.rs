@@ -60,16 +60,6 @@ fn known(id: Guid) -> bool {
     .contains(&id)
 }
 
-fn utf16le(bytes: &[u8]) -> String {
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16_lossy(&units)
-        .trim_end_matches('\0')
-        .to_string()
-}
-
 /// Parses a parent locator item (FORMATS.md D.7).
 pub fn parse_parent_locator(item: &[u8], at: u64) -> Result<Vec<(String, String)>> {
     const S: &str = "VHDX parent locator";
@@ -112,8 +102,13 @@ pub fn parse_parent_locator(item: &[u8], at: u64) -> Result<Vec<(String, String)
             }
             Ok(&item[off..off + len])
         };
-        let key = utf16le(slice(e.key_offset.get(), e.key_length.get(), "key")?);
-        let value = utf16le(slice(e.value_offset.get(), e.value_length.get(), "value")?);
+        let key =
+            crate::format::utf16::decode_le(slice(e.key_offset.get(), e.key_length.get(), "key")?);
+        let value = crate::format::utf16::decode_le(slice(
+            e.value_offset.get(),
+            e.value_length.get(),
+            "value",
+        )?);
         if out.iter().any(|(kk, _)| *kk == key) {
             return Err(Error::corrupt(
                 S,

@@ -232,7 +232,7 @@ impl Vhdx {
             } else {
                 Source::Parent
             };
-            push_segment(out, Segment { length: n, source });
+            push_segment(out, n, source);
             pos += n;
         }
         Ok(())
@@ -346,7 +346,7 @@ impl Layer for Vhdx {
                         .found(s))
                 }
             };
-            push_segment(out, Segment { length: n, source });
+            push_segment(out, n, source);
             pos += n;
         }
         Ok(())

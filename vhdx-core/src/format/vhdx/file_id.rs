@@ -23,12 +23,7 @@ const _: () = assert!(core::mem::size_of::<FileIdentifier>() == SIZE);
 impl FileIdentifier {
     /// The creator string, up to the first NUL (lossy).
     pub fn creator(&self) -> Option<String> {
-        let units: Vec<u16> = self
-            .creator
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
-        (!units.is_empty()).then(|| String::from_utf16_lossy(&units))
+        let s = crate::format::utf16::decode_le(&self.creator);
+        (!s.is_empty()).then_some(s)
     }
 }

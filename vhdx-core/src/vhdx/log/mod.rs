@@ -116,16 +116,6 @@ pub struct ReplayOutcome {
     pub file_write_guid: Option<Guid>,
 }
 
-/// Finds the active sequence of the log of a file whose current header is `h` (`None` when
-/// the LogGuid is nil or no valid sequence exists). Errors for a misplaced log or a file
-/// shorter than the head's FlushedFileOffset.
-pub fn active_sequence(storage: &dyn Storage, h: &Header) -> Result<Option<LogSequence>> {
-    if h.log_guid.is_nil() {
-        return Ok(None);
-    }
-    Ok(scan(storage, h)?.sequence)
-}
-
 /// Detects a dirty log and replays it into an overlay; returns the storage to read through.
 ///
 /// - LogGuid nil: the log is clean, nothing is read, `storage` is returned as is.
