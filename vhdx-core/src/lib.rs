@@ -37,6 +37,7 @@ pub mod report;
 pub mod storage;
 pub mod vhd;
 pub mod vhdx;
+pub mod write;
 
 pub use chain::{Backend, Disk, OpenOptions, ParentPolicy};
 pub use disk::{Extent, Status, VirtualDisk};
@@ -44,3 +45,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{Image, ImageFile};
 pub use ops::info::{DiskType, Format, Info};
 pub use report::{CheckSummary, Finding, Report, Severity};
+pub use write::WritableDisk;

@@ -238,7 +238,18 @@ impl Disk {
     pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Disk> {
         let path = path.as_ref();
         let mut seen = HashSet::new();
-        open_chain(path, opts, 0, &mut seen)
+        open_chain(path, None, opts, 0, &mut seen)
+    }
+
+    /// Opens the disk at `path` reading its own image through `storage` (the write path's
+    /// journal over the file), and its parents from their files as usual.
+    pub(crate) fn open_over(
+        path: &Path,
+        storage: Arc<dyn Storage>,
+        opts: &OpenOptions,
+    ) -> Result<Disk> {
+        let mut seen = HashSet::new();
+        open_chain(path, Some(storage), opts, 0, &mut seen)
     }
 
     /// Opens an image held in memory (no parents can be located; a differencing image opens
@@ -387,6 +398,7 @@ fn canonical_key(path: &Path) -> PathBuf {
 
 fn open_chain(
     path: &Path,
+    top: Option<Arc<dyn Storage>>,
     opts: &OpenOptions,
     level: usize,
     seen: &mut HashSet<PathBuf>,
@@ -398,7 +410,10 @@ fn open_chain(
         )
         .in_file(path));
     }
-    let storage = open_storage(path, opts.backend)?;
+    let storage = match top {
+        Some(s) => s,
+        None => open_storage(path, opts.backend)?,
+    };
     let name = path.display().to_string();
     // The caller's format (for the disk itself), else the signatures, else a raw image
     // named by its extension.
@@ -514,7 +529,7 @@ fn find_and_open_parent(
             continue;
         }
         pinfo.tried = tried.clone();
-        let parent = open_chain(cand, opts, level + 1, seen).inspect_err(|_| {
+        let parent = open_chain(cand, None, opts, level + 1, seen).inspect_err(|_| {
             pinfo.status = "error".into();
         })?;
         pinfo.resolved_path = Some(cand.display().to_string());

@@ -6,6 +6,7 @@
 //! `fcntl` locks of [`lock`] contain `unsafe` code.
 
 mod file;
+mod journal;
 pub mod lock;
 mod memory;
 mod mmap;
@@ -14,6 +15,7 @@ pub mod sparse;
 pub mod table;
 
 pub use file::FileStorage;
+pub use journal::Journal;
 pub use memory::MemStorage;
 pub use mmap::MmapStorage;
 pub use overlay::Overlay;

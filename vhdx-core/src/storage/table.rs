@@ -150,6 +150,14 @@ impl<E: TableEntry> Table<E> {
             .clear();
     }
 
+    /// Forgets the cached page holding entry `index` (after that entry was changed).
+    pub fn forget(&self, index: u64) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(index / Self::page_entries()));
+    }
+
     /// Calls `f(index, entry)` for the first `count` entries (at most all of them), reading
     /// the table in 1 MiB pieces.
     pub fn for_each(

@@ -218,7 +218,7 @@ fn check_header(v: &Vhd, report: &mut Report) {
         );
     }
     if let Some(e) = v.footers.end {
-        if overlaps(bat, (e.offset, v.file_len)) || overlaps(hdr, (e.offset, v.file_len)) {
+        if overlaps(bat, (e.offset, v.file_len())) || overlaps(hdr, (e.offset, v.file_len())) {
             report.add(
                 Severity::Corrupt,
                 "VHD BAT",
@@ -263,10 +263,10 @@ fn check_bat(v: &Vhd, report: &mut Report) {
         sp.bat.offset(),
         sp.bat.offset() + (mte * 4).div_ceil(SECTOR) * SECTOR,
     );
-    let footer_start = v.footers.end.map_or(v.file_len, |e| e.offset);
+    let footer_start = v.footers.end.map_or(v.file_len(), |e| e.offset);
     let mut blocks: Vec<(u64, u64, u64)> = Vec::new();
     let mut past_eof = 0u64;
-    let max_blocks = usize::try_from(v.file_len / (sp.bitmap_bytes + bs))
+    let max_blocks = usize::try_from(v.file_len() / (sp.bitmap_bytes + bs))
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     let mut too_many = 0u64;
@@ -300,7 +300,7 @@ fn check_bat(v: &Vhd, report: &mut Report) {
             );
         }
         let used = bs.min(v.size.saturating_sub(i.saturating_mul(bs)));
-        if start + sp.bitmap_bytes + used > v.file_len {
+        if start + sp.bitmap_bytes + used > v.file_len() {
             past_eof += 1;
             if past_eof <= 16 {
                 report.add(
@@ -310,7 +310,7 @@ fn check_bat(v: &Vhd, report: &mut Report) {
                     format!(
                         "block {i} at {start:#x} lies past the end of the file ({:#x}); reads \
                          of it fail",
-                        v.file_len
+                        v.file_len()
                     ),
                 );
             }

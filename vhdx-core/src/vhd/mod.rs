@@ -28,6 +28,7 @@ use crate::ops::info::{BlockStatsBuilder, DiskType, Format, Geometry, Info, VhdI
 use crate::report::{Finding, Report};
 use crate::storage::Storage;
 use open::{FooterCopy, Footers, Sparse};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -39,7 +40,7 @@ pub const INFO_SCAN_LIMIT: u64 = 1 << 20;
 pub struct Vhd {
     name: String,
     storage: Arc<dyn Storage>,
-    file_len: u64,
+    file_len: AtomicU64,
     footers: Footers,
     size: u64,
     disk_type: DiskType,
@@ -49,6 +50,16 @@ pub struct Vhd {
 }
 
 impl Vhd {
+    /// The file length this image knows of (grown by the write path).
+    pub fn file_len(&self) -> u64 {
+        self.file_len.load(Ordering::Acquire)
+    }
+
+    /// Records that the write path grew the file to `len` bytes.
+    pub(crate) fn note_file_len(&self, len: u64) {
+        self.file_len.fetch_max(len, Ordering::AcqRel);
+    }
+
     /// Opens a VHD image from `storage`; `name` is used in messages. Every field that sizes
     /// or places something is validated against the file length before it is used.
     pub fn open(storage: Arc<dyn Storage>, name: &str) -> Result<Vhd> {
@@ -115,7 +126,7 @@ impl Vhd {
         Ok(Vhd {
             name: name.to_string(),
             storage,
-            file_len,
+            file_len: AtomicU64::new(file_len),
             footers,
             size,
             disk_type,
@@ -123,6 +134,16 @@ impl Vhd {
             locators,
             findings,
         })
+    }
+
+    /// The footer copies as found.
+    pub fn footers(&self) -> &Footers {
+        &self.footers
+    }
+
+    /// The dynamic header and BAT (dynamic and differencing disks).
+    pub fn sparse(&self) -> Option<&Sparse> {
+        self.sparse.as_ref()
     }
 
     /// The footer in use.
@@ -157,13 +178,13 @@ impl Vhd {
 
     /// File offset of the data of `block` whose BAT entry is `entry`, checked so that the part
     /// of the block inside the virtual disk lies inside the file.
-    fn block_data_offset(&self, sp: &Sparse, block: u64, entry: u32) -> Result<u64> {
+    pub(crate) fn block_data_offset(&self, sp: &Sparse, block: u64, entry: u32) -> Result<u64> {
         let bs = u64::from(sp.block_size);
         let bitmap_off = u64::from(entry) * SECTOR;
         let data_off = bitmap_off + sp.bitmap_bytes; // < 2^41 + 2^16: no overflow
         let used = bs.min(self.size.saturating_sub(block.saturating_mul(bs)));
         let end = data_off + used;
-        if end > self.file_len {
+        if end > self.file_len() {
             return Err(Error::corrupt(
                 "VHD BAT entry",
                 sp.bat.entry_offset(block),
@@ -171,7 +192,7 @@ impl Vhd {
             )
             .expected(format!(
                 "bitmap + data ending at or before the file length {:#x}",
-                self.file_len
+                self.file_len()
             ))
             .found(format!("block at sector {entry:#x}, ending at {end:#x}")));
         }
@@ -350,7 +371,7 @@ impl ImageFile for Vhd {
 
     fn info(&self, scan: bool) -> Result<Info> {
         let f = self.footer();
-        let mut info = Info::new(Format::Vhd, self.disk_type, self.size, self.file_len);
+        let mut info = Info::new(Format::Vhd, self.disk_type, self.size, self.file_len());
         info.disk_id = Some(format!("{{{}}}", self.linkage_id()));
         let v = f.creator_version.get();
         info.vhd = Some(VhdInfo {

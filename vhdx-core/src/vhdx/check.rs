@@ -19,7 +19,7 @@ struct Extent {
 /// Checks every structure of `v`, appending findings to `report`.
 pub fn check(v: &Vhdx, report: &mut Report) {
     let storage = &*v.storage;
-    let file_len = v.file_len;
+    let file_len = v.file_len();
     let bs = u64::from(v.meta.block_size);
     let cr = v.chunk_ratio;
     let blocks = v.payload_blocks();

@@ -23,6 +23,7 @@ use bat::BatReader;
 use headers::Headers;
 use metadata::Metadata;
 use regions::Regions;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -36,7 +37,7 @@ pub const INFO_SCAN_LIMIT: u64 = 1 << 20;
 pub struct Vhdx {
     name: String,
     storage: Arc<dyn Storage>,
-    file_len: u64,
+    file_len: AtomicU64,
     headers: Headers,
     regions: Regions,
     meta: Metadata,
@@ -47,6 +48,16 @@ pub struct Vhdx {
 }
 
 impl Vhdx {
+    /// The file length this image knows of (grown by the write path).
+    pub fn file_len(&self) -> u64 {
+        self.file_len.load(Ordering::Acquire)
+    }
+
+    /// Records that the write path grew the file to `len` bytes.
+    pub(crate) fn note_file_len(&self, len: u64) {
+        self.file_len.fetch_max(len, Ordering::AcqRel);
+    }
+
     /// Opens a VHDX image from `storage`. A dirty log is replayed into an in-memory overlay:
     /// the file itself is never written. `name` is used in messages.
     pub fn open(storage: Arc<dyn Storage>, name: &str) -> Result<Vhdx> {
@@ -83,7 +94,7 @@ impl Vhdx {
             name: name.to_string(),
             bat: bat::bat_reader(regions.bat.offset, entries),
             storage,
-            file_len,
+            file_len: AtomicU64::new(file_len),
             headers,
             regions,
             meta,
@@ -151,7 +162,7 @@ impl Vhdx {
         )
     }
 
-    fn bat_error(&self, block: u64, msg: impl Into<String>) -> Error {
+    pub(crate) fn bat_error(&self, block: u64, msg: impl Into<String>) -> Error {
         let idx = fb::payload_bat_index(block, self.chunk_ratio);
         Error::corrupt(
             "VHDX BAT entry",
@@ -161,7 +172,7 @@ impl Vhdx {
     }
 
     /// Validates a data block offset (FULLY/PARTIALLY_PRESENT) for reads.
-    fn data_offset(&self, block: u64, entry: u64) -> Result<u64> {
+    pub(crate) fn data_offset(&self, block: u64, entry: u64) -> Result<u64> {
         let off = fb::entry_offset(entry);
         if off < MIB {
             return Err(self
@@ -169,10 +180,10 @@ impl Vhdx {
                 .expected("offset ≥ 1 MiB")
                 .found(format!("{off:#x}")));
         }
-        if off >= self.file_len {
+        if off >= self.file_len() {
             return Err(self
                 .bat_error(block, "data block lies past the end of the file")
-                .expected(format!("offset < file length {:#x}", self.file_len))
+                .expected(format!("offset < file length {:#x}", self.file_len()))
                 .found(format!("{off:#x}")));
         }
         Ok(off)
@@ -198,7 +209,7 @@ impl Vhdx {
                 .found(fb::entry_state(sb)));
         }
         let sb_off = fb::entry_offset(sb);
-        if sb_off < MIB || sb_off.checked_add(MIB).is_none_or(|e| e > self.file_len) {
+        if sb_off < MIB || sb_off.checked_add(MIB).is_none_or(|e| e > self.file_len()) {
             let idx = fb::sector_bitmap_bat_index(chunk, self.chunk_ratio);
             return Err(Error::corrupt(
                 "VHDX BAT entry",
@@ -432,7 +443,7 @@ impl ImageFile for Vhdx {
             Format::Vhdx,
             self.disk_type(),
             self.meta.virtual_size,
-            self.file_len,
+            self.file_len(),
         );
         info.block_size = Some(self.meta.block_size);
         info.logical_sector_size = self.meta.logical_sector_size;

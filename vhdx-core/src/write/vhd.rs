@@ -1,0 +1,194 @@
+//! Writing VHD payload (FORMATS.md part B). The format has no log, so writes follow the
+//! safest order it allows:
+//!
+//! 1. A new block goes where the footer was: the new footer is written first, at the new end
+//!    of the file, then the block's sector bitmap (dynamic disks: every bit set, the block
+//!    being zero-filled; differencing disks: no bit set) over the old footer, then the
+//!    payload. The block's data starts on a 4 KiB boundary (the bitmap sits just before it).
+//! 2. Sector-bitmap changes of existing blocks (differencing disks) and BAT entries are
+//!    staged in the [`Journal`]. A commit flushes the payload first, then writes the staged
+//!    bitmap sectors, then the BAT sectors, then flushes again.
+//!
+//! The window that remains: a crash while the staged sectors are being written may leave
+//! some of them updated and others not. Each BAT entry only ever points at a block whose
+//! payload, bitmap and footer are already durable, so any mix is a consistent disk: writes
+//! since the last flush may be partly visible, and a block may be left allocated but
+//! unreferenced (leaked space, which `vhdx compact` reclaims). A crash between writing the
+//! new footer and the bitmap leaves a stale footer copy inside unreferenced space, which
+//! readers never look at. Fixed disks and existing blocks of dynamic disks are written in
+//! place, as every VHD writer does.
+
+use super::{round_up, Target};
+use crate::error::{Error, Result};
+use crate::format::vhd::dynamic_header::BAT_UNALLOCATED;
+use crate::format::vhd::footer::{self as ft, Footer};
+use crate::format::vhd::SECTOR;
+use crate::image::{Image, ImageFile};
+use crate::ops::info::DiskType;
+use crate::storage::Storage;
+use crate::vhd::open::FooterCopy;
+use crate::vhd::Vhd;
+use zerocopy::IntoBytes;
+
+/// Staged 512-byte sectors that trigger a commit (4 MiB).
+pub(crate) const MAX_STAGED_PAGES: usize = 8192;
+
+/// The VHD half of a writable disk: where the footer is and what it holds.
+#[derive(Debug)]
+pub struct VhdEngine {
+    footer: Footer,
+    footer_offset: u64,
+}
+
+fn vhd<'a>(t: &Target<'a>) -> &'a Vhd {
+    match t.disk.image() {
+        Image::Vhd(v) => v,
+        _ => unreachable!("the VHD engine runs on VHD images only"),
+    }
+}
+
+impl VhdEngine {
+    /// The engine for `v`. A file read through its footer copy at offset 0 gets a new end
+    /// footer with its first new block.
+    pub(crate) fn new(v: &Vhd) -> Result<Self> {
+        let used = v.footers().used;
+        let footer_offset = match (v.footer_copy(), v.footers().end) {
+            (FooterCopy::End, Some(end)) if !end.legacy => end.offset,
+            _ => round_up(v.file_len(), SECTOR)?,
+        };
+        let mut footer = used.footer;
+        footer.checksum.set(0);
+        let crc = Footer::compute_checksum(
+            footer
+                .as_bytes()
+                .try_into()
+                .map_err(|_| Error::invalid_argument("footer size"))?,
+        );
+        footer.checksum.set(crc);
+        Ok(VhdEngine {
+            footer,
+            footer_offset,
+        })
+    }
+
+    /// Writes `buf` (whole sectors) at virtual `offset`.
+    pub(crate) fn write(&mut self, t: &Target<'_>, buf: &[u8], offset: u64) -> Result<()> {
+        let v = vhd(t);
+        let Some(sp) = v.sparse() else {
+            return t
+                .file
+                .write_all_at(buf, offset)
+                .map_err(|e| Error::io(e, "writing VHD payload").offset(offset));
+        };
+        let diff = v.disk_type() == DiskType::Differencing;
+        let bs = u64::from(sp.block_size);
+        let mut pos = offset;
+        let end = offset + buf.len() as u64;
+        while pos < end {
+            let block = pos / bs;
+            let in_block = pos % bs;
+            let n = (bs - in_block).min(end - pos);
+            let piece = &buf[(pos - offset) as usize..(pos - offset + n) as usize];
+            let entry = sp.bat.entry(t.journal, block)?;
+            let data_off = if entry == BAT_UNALLOCATED {
+                if !diff && crate::bytes::is_zero(piece) {
+                    pos += n;
+                    continue;
+                }
+                self.allocate(t, v, block, diff)?
+            } else {
+                v.block_data_offset(sp, block, entry)?
+            };
+            t.file
+                .write_all_at(piece, data_off + in_block)
+                .map_err(|e| Error::io(e, "writing VHD payload").offset(data_off + in_block))?;
+            if diff {
+                mark_present(t, data_off - sp.bitmap_bytes, in_block, n)?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Places a new block where the footer is; returns its data offset.
+    fn allocate(&mut self, t: &Target<'_>, v: &Vhd, block: u64, diff: bool) -> Result<u64> {
+        let sp = v.sparse().expect("dynamic or differencing");
+        let bmb = sp.bitmap_bytes;
+        let data_off = round_up(self.footer_offset + bmb, 4096)?;
+        let bitmap_off = data_off - bmb;
+        let new_footer = data_off + u64::from(sp.block_size);
+        let sector = u32::try_from(bitmap_off / SECTOR).map_err(|_| {
+            Error::unsupported(
+                "VHD BAT",
+                sp.bat.entry_offset(block),
+                "the file would grow past the 2 TiB a VHD BAT entry can address",
+            )
+        })?;
+        t.file
+            .write_all_at(self.footer.as_bytes(), new_footer)
+            .map_err(|e| Error::io(e, "writing the VHD footer").offset(new_footer))?;
+        let mut head = vec![0u8; (data_off - self.footer_offset) as usize];
+        if !diff {
+            let gap = (bitmap_off - self.footer_offset) as usize;
+            head[gap..].fill(0xFF);
+        }
+        t.file
+            .write_all_at(&head, self.footer_offset)
+            .map_err(|e| Error::io(e, "writing a VHD sector bitmap").offset(bitmap_off))?;
+        self.footer_offset = new_footer;
+        v.note_file_len(new_footer + ft::SIZE as u64);
+        let at = sp.bat.entry_offset(block);
+        t.journal
+            .stage(at, &sector.to_be_bytes())
+            .map_err(|e| Error::io(e, "staging a VHD BAT entry").offset(at))?;
+        sp.bat.forget(block);
+        Ok(data_off)
+    }
+
+    /// Commits the staged sectors: flush, bitmaps, BAT, flush.
+    pub(crate) fn commit(&mut self, t: &Target<'_>) -> Result<()> {
+        if t.journal.staged() == 0 {
+            return Ok(());
+        }
+        let v = vhd(t);
+        let (bat_start, bat_end) = match v.sparse() {
+            Some(sp) => (sp.bat.offset(), sp.bat.entry_offset(sp.bat.len())),
+            None => (0, 0),
+        };
+        t.file
+            .sync()
+            .map_err(|e| Error::io(e, "flushing VHD payload"))?;
+        let mut pages = t.journal.pages();
+        // Bitmaps first, the BAT last: an entry is written only after what it points at.
+        pages.sort_by_key(|(off, _)| (*off >= bat_start && *off < bat_end, *off));
+        for (off, page) in &pages {
+            t.file
+                .write_all_at(page, *off)
+                .map_err(|e| Error::io(e, "writing VHD metadata").offset(*off))?;
+        }
+        t.file
+            .sync()
+            .map_err(|e| Error::io(e, "flushing VHD metadata"))?;
+        t.journal.clear();
+        Ok(())
+    }
+}
+
+/// Stages the bits (MSB first) of sectors `[in_block, in_block + len)` in the bitmap at
+/// `bitmap_off`.
+fn mark_present(t: &Target<'_>, bitmap_off: u64, in_block: u64, len: u64) -> Result<()> {
+    let a = in_block / SECTOR;
+    let b = (in_block + len).div_ceil(SECTOR);
+    let byte0 = a / 8;
+    let mut bits = vec![0u8; (b.div_ceil(8) - byte0) as usize];
+    t.journal
+        .read_exact_at(&mut bits, bitmap_off + byte0)
+        .map_err(|e| Error::read_failed("VHD sector bitmap", bitmap_off + byte0, e))?;
+    for s in a..b {
+        let k = s - byte0 * 8;
+        bits[(k / 8) as usize] |= 0x80 >> (k % 8);
+    }
+    t.journal
+        .stage(bitmap_off + byte0, &bits)
+        .map_err(|e| Error::io(e, "staging a VHD sector bitmap").offset(bitmap_off + byte0))
+}

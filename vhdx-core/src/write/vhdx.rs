@@ -1,0 +1,394 @@
+//! Writing VHDX payload and committing metadata through the log (MS-VHDX §2.3, FORMATS.md
+//! A.10, A.11).
+//!
+//! # Block transitions
+//! | state before            | disk            | write                 | state after         |
+//! |-------------------------|-----------------|-----------------------|---------------------|
+//! | FULLY_PRESENT           | any             | any                   | unchanged (in place)|
+//! | PARTIALLY_PRESENT       | differencing    | any                   | bits set; FULLY_PRESENT once every sector is |
+//! | NOT_PRESENT             | differencing    | whole block of zeros  | ZERO (nothing allocated) |
+//! | NOT_PRESENT             | differencing    | part of the block     | new block, PARTIALLY_PRESENT, bits of the written sectors |
+//! | NOT_PRESENT             | differencing    | whole block           | new block, FULLY_PRESENT |
+//! | ZERO/UNMAPPED/UNDEFINED | differencing    | zeros                 | unchanged           |
+//! | ZERO/UNMAPPED/UNDEFINED | differencing    | data                  | new block, FULLY_PRESENT (the rest reads zeros, as before) |
+//! | any but FULLY_PRESENT   | fixed / dynamic | zeros                 | unchanged           |
+//! | any but FULLY_PRESENT   | fixed / dynamic | data                  | new block, FULLY_PRESENT |
+//!
+//! A new block is placed at the end of the file rounded up to 1 MiB and the file is extended
+//! over it, so its unwritten rest reads as zeros (QEMU does the same). A partially present
+//! block's chunk gets a sector-bitmap block (1 MiB, zeroed) the first time it needs one; the
+//! block's bits are cleared before its first sectors are marked, so stale bits from an
+//! earlier life of the bitmap never show through.
+//!
+//! # Commit
+//! BAT and bitmap changes are staged as 4 KiB pages in the [`Journal`]. A commit:
+//! 1. flushes the file (new payload, and the previous commit's applied pages);
+//! 2. writes one log entry with every staged page at the start of the log — its Tail is
+//!    itself, because step 1 made every earlier entry's updates durable — and flushes;
+//! 3. on the session's first commit, sets the LogGuid in both headers (the entry was written
+//!    first, so a crash before this leaves a clean header and the old metadata);
+//! 4. writes the pages to their places (flushed by the next commit or by close).
+//!
+//! Close sets the LogGuid back to nil after a final flush, so the file opens everywhere
+//! without replay.
+
+use super::{round_up, Target};
+use crate::error::{Error, Result};
+use crate::format::vhdx::bat as fb;
+use crate::format::vhdx::log as fl;
+use crate::format::vhdx::{Guid, MIB};
+use crate::image::Image;
+use crate::storage::Storage;
+use crate::vhdx::header_write::HeaderWriter;
+use crate::vhdx::log::{encode_entry, LogWrite};
+use crate::vhdx::Vhdx;
+
+/// The VHDX half of a writable disk: the session's header writer and log position.
+#[derive(Debug)]
+pub struct VhdxEngine {
+    headers: Option<HeaderWriter>,
+    log_guid: Option<Guid>,
+    log_in_header: bool,
+    sequence: u64,
+    max_pages: usize,
+}
+
+/// Data sectors one entry can carry in a log of `log_len` bytes.
+fn entry_capacity(log_len: u64) -> usize {
+    let sectors = log_len / fl::SECTOR as u64;
+    let mut n = sectors.saturating_sub(1);
+    while n > 0 && n + fl::descriptor_sectors(n as u32) > sectors {
+        n -= 1;
+    }
+    n as usize
+}
+
+fn vhdx<'a>(t: &Target<'a>) -> &'a Vhdx {
+    match t.disk.image() {
+        Image::Vhdx(v) => v,
+        _ => unreachable!("the VHDX engine runs on VHDX images only"),
+    }
+}
+
+impl VhdxEngine {
+    /// The engine for `v`; refuses files whose log cannot hold a single update.
+    pub(crate) fn new(v: &Vhdx) -> Result<Self> {
+        let h = v.header();
+        let max_pages = entry_capacity(u64::from(h.log_length.get())).min(4096);
+        if max_pages < 8 {
+            return Err(Error::unsupported(
+                "VHDX header",
+                0x10000 + 68,
+                "the log is too small to write through",
+            )
+            .expected("a log of at least 64 KiB")
+            .found(format!("{} bytes", h.log_length.get())));
+        }
+        Ok(VhdxEngine {
+            headers: None,
+            log_guid: None,
+            log_in_header: false,
+            sequence: 0,
+            max_pages,
+        })
+    }
+
+    /// Staged pages that trigger a commit.
+    pub(crate) fn max_pages(&self) -> usize {
+        self.max_pages
+    }
+
+    /// Before the first change: new FileWriteGuid and DataWriteGuid in both headers.
+    fn begin(&mut self, t: &Target<'_>) -> Result<()> {
+        if self.headers.is_some() {
+            return Ok(());
+        }
+        let mut hw = HeaderWriter::new(vhdx(t).headers());
+        let data = Guid::from_uuid(uuid::Uuid::new_v4());
+        hw.update_both(t.file, |h| h.data_write_guid = data)?;
+        self.headers = Some(hw);
+        Ok(())
+    }
+
+    /// Writes `buf` (whole logical sectors) at virtual `offset`.
+    pub(crate) fn write(&mut self, t: &Target<'_>, buf: &[u8], offset: u64) -> Result<()> {
+        self.begin(t)?;
+        let v = vhdx(t);
+        let m = v.metadata();
+        let bs = u64::from(m.block_size);
+        let size = m.virtual_size;
+        let mut pos = offset;
+        let end = offset + buf.len() as u64;
+        while pos < end {
+            let block = pos / bs;
+            let in_block = pos % bs;
+            let n = (bs - in_block).min(end - pos);
+            let piece = &buf[(pos - offset) as usize..(pos - offset + n) as usize];
+            let block_len = bs.min(size - block * bs);
+            self.write_piece(t, v, block, in_block, piece, block_len)?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn write_piece(
+        &mut self,
+        t: &Target<'_>,
+        v: &Vhdx,
+        block: u64,
+        in_block: u64,
+        piece: &[u8],
+        block_len: u64,
+    ) -> Result<()> {
+        let diff = v.metadata().has_parent;
+        let entry = v.payload_entry(block)?;
+        let state = fb::entry_state(entry);
+        let n = piece.len() as u64;
+        let whole = in_block == 0 && n == block_len;
+        match state {
+            fb::PAYLOAD_FULLY_PRESENT => {
+                let off = v.data_offset(block, entry)?;
+                write_payload(t, piece, off + in_block)
+            }
+            fb::PAYLOAD_PARTIALLY_PRESENT if diff => {
+                let off = v.data_offset(block, entry)?;
+                write_payload(t, piece, off + in_block)?;
+                self.mark_present(t, v, block, in_block, n, false)?;
+                if self.block_complete(t, v, block, block_len)? {
+                    self.set_entry(t, v, block, fb::make_entry(fb::PAYLOAD_FULLY_PRESENT, off))?;
+                }
+                Ok(())
+            }
+            fb::PAYLOAD_NOT_PRESENT
+            | fb::PAYLOAD_ZERO
+            | fb::PAYLOAD_UNDEFINED
+            | fb::PAYLOAD_UNMAPPED
+            | fb::PAYLOAD_UNMAPPED_V095 => {
+                let reads_zero = !diff || state != fb::PAYLOAD_NOT_PRESENT;
+                let zero = crate::bytes::is_zero(piece);
+                if zero && reads_zero {
+                    return Ok(());
+                }
+                if zero && whole {
+                    return self.set_entry(t, v, block, fb::make_entry(fb::PAYLOAD_ZERO, 0));
+                }
+                let off = allocate(t, v, u64::from(v.metadata().block_size))?;
+                write_payload(t, piece, off + in_block)?;
+                if reads_zero || whole {
+                    self.set_entry(t, v, block, fb::make_entry(fb::PAYLOAD_FULLY_PRESENT, off))
+                } else {
+                    self.mark_present(t, v, block, in_block, n, true)?;
+                    self.set_entry(
+                        t,
+                        v,
+                        block,
+                        fb::make_entry(fb::PAYLOAD_PARTIALLY_PRESENT, off),
+                    )
+                }
+            }
+            fb::PAYLOAD_PARTIALLY_PRESENT => Err(v
+                .bat_error(block, "partially present block in a disk without a parent")
+                .expected("a state valid for fixed/dynamic disks")
+                .found("PAYLOAD_BLOCK_PARTIALLY_PRESENT (7)")),
+            s => Err(v
+                .bat_error(block, "reserved block state")
+                .expected("0, 1, 2, 3, 6 or 7")
+                .found(s)),
+        }
+    }
+
+    /// Stages BAT entry of payload `block`.
+    fn set_entry(&mut self, t: &Target<'_>, v: &Vhdx, block: u64, entry: u64) -> Result<()> {
+        let idx = fb::payload_bat_index(block, v.chunk_ratio());
+        stage_bat(t, v, idx, entry)
+    }
+
+    /// File offset of the sector bitmap of `chunk`, allocating one when it has none.
+    fn bitmap(&mut self, t: &Target<'_>, v: &Vhdx, chunk: u64) -> Result<u64> {
+        let e = v.bitmap_entry(chunk)?;
+        if fb::entry_state(e) == fb::SB_PRESENT {
+            let off = fb::entry_offset(e);
+            if off >= MIB && off.checked_add(MIB).is_some_and(|x| x <= v.file_len()) {
+                return Ok(off);
+            }
+        }
+        let off = allocate(t, v, MIB)?;
+        let idx = fb::sector_bitmap_bat_index(chunk, v.chunk_ratio());
+        stage_bat(t, v, idx, fb::make_entry(fb::SB_PRESENT, off))?;
+        Ok(off)
+    }
+
+    /// Sets the bitmap bits of `[in_block, in_block + len)` of `block` (whole sectors);
+    /// `fresh` first clears every bit of the block (it was not present before).
+    fn mark_present(
+        &mut self,
+        t: &Target<'_>,
+        v: &Vhdx,
+        block: u64,
+        in_block: u64,
+        len: u64,
+        fresh: bool,
+    ) -> Result<()> {
+        let (lo, hi) = block_bits(v, block, 0, u64::from(v.metadata().block_size));
+        let (a, b) = block_bits(v, block, in_block, len);
+        let sb = self.bitmap(t, v, block / v.chunk_ratio())?;
+        let (byte0, byte1) = if fresh {
+            (lo / 8, hi.div_ceil(8))
+        } else {
+            (a / 8, b.div_ceil(8))
+        };
+        let mut bits = vec![0u8; (byte1 - byte0) as usize];
+        t.journal
+            .read_exact_at(&mut bits, sb + byte0)
+            .map_err(|e| Error::read_failed("VHDX sector bitmap", sb + byte0, e))?;
+        if fresh {
+            for i in lo..hi {
+                let k = i - byte0 * 8;
+                bits[(k / 8) as usize] &= !(1 << (k % 8));
+            }
+        }
+        for i in a..b {
+            let k = i - byte0 * 8;
+            bits[(k / 8) as usize] |= 1 << (k % 8);
+        }
+        t.journal
+            .stage(sb + byte0, &bits)
+            .map_err(|e| Error::io(e, "staging a VHDX sector bitmap").offset(sb + byte0))
+    }
+
+    /// Whether every sector of `block` inside the disk is marked present.
+    fn block_complete(
+        &mut self,
+        t: &Target<'_>,
+        v: &Vhdx,
+        block: u64,
+        block_len: u64,
+    ) -> Result<bool> {
+        let (a, b) = block_bits(v, block, 0, block_len);
+        let sb = fb::entry_offset(v.bitmap_entry(block / v.chunk_ratio())?);
+        let byte0 = a / 8;
+        let mut bits = vec![0u8; (b.div_ceil(8) - byte0) as usize];
+        t.journal
+            .read_exact_at(&mut bits, sb + byte0)
+            .map_err(|e| Error::read_failed("VHDX sector bitmap", sb + byte0, e))?;
+        Ok((a..b).all(|i| {
+            let k = i - byte0 * 8;
+            bits[(k / 8) as usize] >> (k % 8) & 1 == 1
+        }))
+    }
+
+    /// Commits the staged pages through the log (see the module documentation).
+    pub(crate) fn commit(&mut self, t: &Target<'_>) -> Result<()> {
+        if t.journal.staged() == 0 {
+            return Ok(());
+        }
+        let v = vhdx(t);
+        let h = *v.header();
+        let log_off = h.log_offset.get();
+        let log_guid = *self
+            .log_guid
+            .get_or_insert_with(|| Guid::from_uuid(uuid::Uuid::new_v4()));
+        let pages = t.journal.pages();
+        let groups: Vec<_> = pages.chunks(self.max_pages).collect();
+        for (i, group) in groups.iter().enumerate() {
+            t.file
+                .sync()
+                .map_err(|e| Error::io(e, "flushing payload before a log entry"))?;
+            let len = t
+                .file
+                .len()
+                .map_err(|e| Error::io(e, "reading the file length"))?;
+            let mut writes = Vec::with_capacity(group.len());
+            for (off, page) in group.iter() {
+                let sector: &[u8; fl::SECTOR] = (&page[..])
+                    .try_into()
+                    .map_err(|_| Error::invalid_argument("journal page is not 4 KiB"))?;
+                writes.push(LogWrite::Data {
+                    file_offset: *off,
+                    sector,
+                });
+            }
+            self.sequence += 1;
+            let entry = encode_entry(log_guid, self.sequence, 0, len, len, &writes)?;
+            t.file
+                .write_all_at(&entry, log_off)
+                .map_err(|e| Error::io(e, "writing a VHDX log entry").offset(log_off))?;
+            t.file
+                .sync()
+                .map_err(|e| Error::io(e, "flushing a VHDX log entry").offset(log_off))?;
+            if !self.log_in_header {
+                let hw = self
+                    .headers
+                    .as_mut()
+                    .ok_or_else(|| Error::invalid_argument("a commit before the first write"))?;
+                hw.update_both(t.file, |h| h.log_guid = log_guid)?;
+                self.log_in_header = true;
+            }
+            for (off, page) in group.iter() {
+                t.file
+                    .write_all_at(page, *off)
+                    .map_err(|e| Error::io(e, "applying a VHDX log entry").offset(*off))?;
+            }
+            if i + 1 < groups.len() {
+                // The next entry overwrites this one: its updates must be durable first.
+                t.file
+                    .sync()
+                    .map_err(|e| Error::io(e, "flushing applied metadata"))?;
+            }
+        }
+        t.journal.clear();
+        Ok(())
+    }
+
+    /// After the final commit and flush: a clean log in both headers.
+    pub(crate) fn finish(&mut self, t: &Target<'_>) -> Result<()> {
+        if self.log_in_header {
+            if let Some(hw) = self.headers.as_mut() {
+                hw.update_both(t.file, |h| h.log_guid = Guid::default())?;
+            }
+            self.log_in_header = false;
+        }
+        Ok(())
+    }
+}
+
+/// Chunk-relative bit range of the sectors `[in_block, in_block + len)` of `block`.
+fn block_bits(v: &Vhdx, block: u64, in_block: u64, len: u64) -> (u64, u64) {
+    let m = v.metadata();
+    let lss = u64::from(m.logical_sector_size);
+    let spb = u64::from(m.block_size) / lss;
+    let base = (block % v.chunk_ratio()) * spb;
+    (base + in_block / lss, base + (in_block + len).div_ceil(lss))
+}
+
+fn stage_bat(t: &Target<'_>, v: &Vhdx, idx: u64, entry: u64) -> Result<()> {
+    let at = v.bat().entry_offset(idx);
+    t.journal
+        .stage(at, &entry.to_le_bytes())
+        .map_err(|e| Error::io(e, "staging a VHDX BAT entry").offset(at))?;
+    v.bat().forget(idx);
+    Ok(())
+}
+
+fn write_payload(t: &Target<'_>, buf: &[u8], at: u64) -> Result<()> {
+    t.file
+        .write_all_at(buf, at)
+        .map_err(|e| Error::io(e, "writing VHDX payload").offset(at))
+}
+
+/// Appends `len` zeroed bytes at the end of the file rounded up to 1 MiB; returns the offset.
+fn allocate(t: &Target<'_>, v: &Vhdx, len: u64) -> Result<u64> {
+    let cur = t
+        .file
+        .len()
+        .map_err(|e| Error::io(e, "reading the file length"))?;
+    let off = round_up(cur.max(v.file_len()), MIB)?;
+    let end = off
+        .checked_add(len)
+        .ok_or_else(|| Error::invalid_argument("file offset overflows"))?;
+    t.file
+        .set_len(end)
+        .map_err(|e| Error::io(e, "extending the file for a new block").offset(off))?;
+    v.note_file_len(end);
+    Ok(off)
+}
