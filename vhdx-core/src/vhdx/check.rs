@@ -196,12 +196,15 @@ pub fn check(v: &Vhdx, report: &mut Report) {
     }
     let end = file_len.max(reach);
     let leaked = end.saturating_sub(first_block).saturating_sub(covered);
+    // Leaked space is not damage: a write session that is interrupted before it commits
+    // leaves its new blocks unreferenced (their data was never acknowledged), as QEMU and
+    // Hyper-V do. It is reported for information, like qemu-img check's "leaks".
     if leaked >= MIB {
         report.add(
-            Severity::Warning,
+            Severity::Info,
             "VHDX file layout",
             Some(first_block),
-            format!("{leaked} bytes after the first data block belong to no block or structure (leaked space; compaction can reclaim it)"),
+            format!("{leaked} bytes after the first data block belong to no block or structure (leaked space, as an interrupted write session leaves; compaction reclaims it)"),
         );
     }
 }

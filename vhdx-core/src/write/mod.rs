@@ -244,7 +244,7 @@ impl WritableDisk {
     }
 
     /// Flushes, marks the VHDX log clean (so every tool opens the file without a replay) and
-    /// releases the lock. Idempotent.
+    /// releases the lock. Idempotent. Afterwards writes fail and reads still work.
     pub fn close(&self) -> Result<()> {
         let mut st = self.state();
         if st.closed {
@@ -258,7 +258,11 @@ impl WritableDisk {
             Ok(())
         })();
         st.closed = true;
-        r.map_err(|e: Error| e.in_file(&self.path))
+        // Other programs may open the file as soon as we are done with it, even while this
+        // value (and so the file handle) lives on.
+        let unlocked = crate::storage::lock::unlock(self.file.file())
+            .map_err(|e| Error::io(e, "releasing the write lock"));
+        r.and(unlocked).map_err(|e: Error| e.in_file(&self.path))
     }
 }
 

@@ -11,7 +11,7 @@ use vhdx_core::storage::FileStorage;
 use vhdx_core::ErrorKind;
 
 /// Starts qemu-io keeping `path` open for 30 s and waits until its locks are visible.
-fn qemu_holding(path: &Path, read_only: bool) -> Child {
+pub fn qemu_holding(path: &Path, read_only: bool) -> Child {
     let mut cmd = Command::new("qemu-io");
     cmd.args(["-f", "vhdx"]);
     if read_only {

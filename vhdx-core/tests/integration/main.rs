@@ -2,6 +2,7 @@
 
 mod chain;
 mod common;
+mod crash;
 mod create;
 mod locking;
 mod mutate;
@@ -9,3 +10,4 @@ mod vhd_read;
 mod vhdx_log;
 mod vhdx_read;
 mod vhdx_structure;
+mod write;

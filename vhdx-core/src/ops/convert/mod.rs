@@ -1,0 +1,407 @@
+//! `vhdx convert`: copy any readable disk (every format and type, chains, raw files, images
+//! with a dirty log replayed in memory) into a new raw file ([`raw`]) or a new dynamic or
+//! fixed VHDX or VHD ([`image`]).
+//!
+//! The copy is written once, here ([`copy`]): it walks the source's allocation map, never
+//! reads ranges the map shows as zero or unallocated, reads the rest in pieces of at most
+//! 8 MiB that never cross an 8 MiB boundary (so each piece lies inside one block of any
+//! power-of-two block size up to 8 MiB, or covers whole blocks of smaller ones), and writes
+//! only the 64 KiB-aligned runs that hold a non-zero byte. A raw output keeps the rest as
+//! holes; a dynamic VHDX or VHD output allocates only the blocks that receive data.
+//!
+//! # Atomicity
+//! The output is built under a temporary name beside the target (`.NAME.convert-PID-RANDOM`)
+//! and moved into place only when complete and flushed; on any failure the temporary file is
+//! removed, so nothing exists under the requested name. An existing target is refused
+//! unless [`ConvertOptions::overwrite`] asks for it; without it the final step is a hard
+//! link, which fails atomically if the name appeared meanwhile.
+
+pub mod image;
+pub mod raw;
+
+use crate::bytes::is_zero;
+use crate::disk::{extents, Status, VirtualDisk};
+use crate::error::{Error, Result};
+use crate::format::vhd::MAX_DYNAMIC_SIZE;
+use crate::ops::info::{DiskType, Format};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to convert into. Built like [`crate::create::CreateOptions`]: start from
+/// [`ConvertOptions::new`] with the output format, then set what differs from the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    format: Format,
+    disk_type: Option<DiskType>,
+    block_size: Option<u32>,
+    logical_sector_size: Option<u32>,
+    overwrite: bool,
+}
+
+impl ConvertOptions {
+    /// Converts into `format`, with every other choice at its default: a dynamic disk; the
+    /// block size of [`crate::create`] (VHDX 32 MiB, VHD 2 MiB); a VHDX takes the source's
+    /// logical sector size; an existing output is refused.
+    pub fn new(format: Format) -> Self {
+        ConvertOptions {
+            format,
+            disk_type: None,
+            block_size: None,
+            logical_sector_size: None,
+            overwrite: false,
+        }
+    }
+
+    /// Dynamic (the default) or fixed. VHDX and VHD only.
+    pub fn disk_type(mut self, disk_type: DiskType) -> Self {
+        self.disk_type = Some(disk_type);
+        self
+    }
+
+    /// Block size in bytes (a power of two; VHDX 1–256 MiB). VHDX and dynamic VHD only.
+    pub fn block_size(mut self, block_size: u32) -> Self {
+        self.block_size = Some(block_size);
+        self
+    }
+
+    /// Logical sector size of the output, 512 or 4096 (VHD: 512 only). VHDX and VHD only.
+    pub fn logical_sector_size(mut self, n: u32) -> Self {
+        self.logical_sector_size = Some(n);
+        self
+    }
+
+    /// Whether an existing output file may be replaced (atomically, once the new one is
+    /// complete).
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
+    /// The output format.
+    pub fn output_format(&self) -> Format {
+        self.format
+    }
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConvertStats {
+    /// Output format.
+    pub format: Format,
+    /// Output type (`None` for raw).
+    pub disk_type: Option<DiskType>,
+    /// Output block size (`None` for raw and fixed VHD).
+    pub block_size: Option<u32>,
+    /// Virtual size (that of the source and of the output).
+    pub size: u64,
+    /// Bytes of data written.
+    pub bytes_written: u64,
+    /// Bytes not written because the source holds zeros or nothing there.
+    pub bytes_skipped: u64,
+    /// Length of the output file.
+    pub file_length: u64,
+}
+
+/// Read unit of the copy: large enough for full-speed sequential I/O, small enough to bound
+/// memory; a power of two, so pieces align with every block size.
+const PIECE: u64 = 8 << 20;
+/// Granularity of zero detection inside a piece.
+const ZERO_STEP: u64 = 64 << 10;
+
+/// Converts `disk` into a new file at `out` as `opts` describes. `progress(done, total)` is
+/// called as the copy advances (bytes of the virtual disk).
+///
+/// Fails with [`ErrorKind::InvalidArgument`] naming `out` when the output cannot hold the
+/// source (a VHD over 2040 GiB, a size that is not a whole number of sectors) or exists and
+/// `opts` does not allow overwriting it; on any failure nothing is left under `out`.
+pub fn convert(
+    disk: &dyn VirtualDisk,
+    out: &Path,
+    opts: &ConvertOptions,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<ConvertStats> {
+    validate(disk, out, opts).map_err(|e| e.in_file(out))?;
+    let tmp = temp_path(out)?;
+    let result = (|| {
+        let mut stats = match opts.format {
+            Format::Raw => raw::write(disk, &tmp, progress)?,
+            Format::Vhdx | Format::Vhd => image::write(disk, &tmp, out, opts, progress)?,
+        };
+        place(&tmp, out, opts.overwrite)?;
+        stats.file_length = std::fs::symlink_metadata(out)
+            .map_err(|e| Error::io(e, "reading the output's length").in_file(out))?
+            .len();
+        Ok(stats)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Exports `disk` to a sparse raw file at `out`, replacing an existing file: [`convert`] to
+/// [`Format::Raw`] with [`ConvertOptions::overwrite`].
+pub fn to_raw(
+    disk: &dyn VirtualDisk,
+    out: &Path,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<ConvertStats> {
+    convert(
+        disk,
+        out,
+        &ConvertOptions::new(Format::Raw).overwrite(true),
+        progress,
+    )
+}
+
+/// Refuses what cannot be made before anything is written.
+fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result<()> {
+    let size = disk.size();
+    match opts.format {
+        Format::Raw => {
+            if opts.disk_type.is_some()
+                || opts.block_size.is_some()
+                || opts.logical_sector_size.is_some()
+            {
+                return Err(Error::invalid_argument(
+                    "a raw output has no type, block size or sector size; those options are \
+                     for VHDX and VHD outputs",
+                ));
+            }
+        }
+        Format::Vhdx | Format::Vhd => {
+            if opts.disk_type == Some(DiskType::Differencing) {
+                return Err(Error::invalid_argument(
+                    "a conversion makes a dynamic or fixed disk, not a differencing one",
+                ));
+            }
+            let lss = u64::from(match opts.format {
+                Format::Vhd => 512,
+                _ => opts
+                    .logical_sector_size
+                    .unwrap_or(disk.logical_sector_size()),
+            });
+            if size == 0 || size % lss != 0 {
+                return Err(Error::invalid_argument(format!(
+                    "the source size {size} is not a whole number of the output's {lss}-byte \
+                     sectors"
+                ))
+                .expected(format!("a nonzero multiple of {lss}"))
+                .found(size));
+            }
+            if opts.format == Format::Vhd && size > MAX_DYNAMIC_SIZE {
+                return Err(Error::invalid_argument(format!(
+                    "the source ({size} bytes) is larger than a VHD can be"
+                ))
+                .expected(format!("at most 2040 GiB ({MAX_DYNAMIC_SIZE} bytes)"))
+                .found(size));
+            }
+        }
+    }
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => Err(Error::invalid_argument("the output is a directory")),
+        Ok(_) if !opts.overwrite => Err(Error::invalid_argument(
+            "the output file already exists (overwriting it was not asked for)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The temporary name the output is built under, beside `out`.
+fn temp_path(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::invalid_argument("the output path has no file name").in_file(out))?;
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok(dir.join(format!(
+        ".{}.convert-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )))
+}
+
+/// Moves the complete `tmp` to `out`: a rename when overwriting is allowed, else a hard link
+/// (atomic refusal of an existing name) with a checked rename for file systems without links.
+fn place(tmp: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    let exists = || Error::invalid_argument("the output file already exists").in_file(out);
+    let moved = if overwrite {
+        std::fs::rename(tmp, out)
+    } else {
+        match std::fs::hard_link(tmp, out) {
+            Ok(()) => std::fs::remove_file(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            Err(_) if out.symlink_metadata().is_ok() => return Err(exists()),
+            Err(_) => std::fs::rename(tmp, out),
+        }
+    };
+    moved.map_err(|e| Error::io(e, "moving the output into place").in_file(out))
+}
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Copied {
+    /// Bytes passed to the sink.
+    pub written: u64,
+    /// Bytes not passed: zero or unallocated in the source, or all-zero runs.
+    pub skipped: u64,
+}
+
+/// Copies every byte of `disk` that may be non-zero into `sink(data, offset)`, as the module
+/// documentation describes. Reads errors of the source come back as they are.
+pub(crate) fn copy(
+    disk: &dyn VirtualDisk,
+    sink: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<Copied> {
+    let size = disk.size();
+    let mut copied = Copied::default();
+    let mut buf = vec![0u8; PIECE.min(size).max(1) as usize];
+    let mut done = 0u64;
+    let report = |done: u64| {
+        if let Some(p) = progress {
+            p(done, size);
+        }
+    };
+    for e in extents(disk)? {
+        if !matches!(e.status, Status::Data { .. }) {
+            copied.skipped += e.length;
+            done += e.length;
+            report(done);
+            continue;
+        }
+        let end = e.offset + e.length;
+        let mut pos = e.offset;
+        while pos < end {
+            let n = (end - pos).min(PIECE - pos % PIECE);
+            let piece = &mut buf[..n as usize];
+            disk.read_at(piece, pos)?;
+            // Runs of 64 KiB-aligned steps that are all zero or all not.
+            let mut k = 0u64;
+            while k < n {
+                let start = k;
+                let step_end = |k: u64| (k + ZERO_STEP - (pos + k) % ZERO_STEP).min(n);
+                let zero = is_zero(&piece[k as usize..step_end(k) as usize]);
+                while k < n && is_zero(&piece[k as usize..step_end(k) as usize]) == zero {
+                    k = step_end(k);
+                }
+                if zero {
+                    copied.skipped += k - start;
+                } else {
+                    sink(&piece[start as usize..k as usize], pos + start)?;
+                    copied.written += k - start;
+                }
+            }
+            pos += n;
+            done += n;
+            report(done);
+        }
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::{Disk, OpenOptions};
+
+    fn temp_raw(dir: &Path, data: &[u8]) -> PathBuf {
+        let p = dir.join("src.raw");
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    fn open_raw(p: &Path) -> Disk {
+        Disk::open_with(
+            p,
+            &OpenOptions {
+                format: Some(Format::Raw),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn copy_skips_zero_steps_and_splits_at_piece_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = PIECE + (1 << 20);
+        let mut data = vec![0u8; size as usize];
+        data[100] = 1; // first 64 KiB step
+        data[(PIECE - 1) as usize] = 2; // last step of the first piece
+        data[PIECE as usize] = 3; // first step of the second piece
+        let disk = open_raw(&temp_raw(dir.path(), &data));
+        let mut writes = Vec::new();
+        let c = copy(
+            &disk,
+            &mut |b, off| {
+                writes.push((off, b.len() as u64));
+                Ok(())
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            writes,
+            vec![
+                (0, ZERO_STEP),
+                (PIECE - ZERO_STEP, ZERO_STEP),
+                (PIECE, ZERO_STEP)
+            ]
+        );
+        assert_eq!(c.written, 3 * ZERO_STEP);
+        assert_eq!(c.written + c.skipped, size);
+    }
+
+    #[test]
+    fn refusals_name_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = open_raw(&temp_raw(dir.path(), &[1u8; 1000]));
+        let out = dir.path().join("o.vhd");
+        let e = convert(&disk, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(e.path(), Some(out.as_path()));
+        assert_eq!(e.found_value(), Some("1000"));
+        std::fs::write(&out, b"x").unwrap();
+        let disk = open_raw(&temp_raw(dir.path(), &[1u8; 1024]));
+        let e = convert(&disk, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
+        assert!(e.message().contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"x");
+        let opts = ConvertOptions::new(Format::Raw).block_size(1 << 20);
+        assert!(convert(&disk, &dir.path().join("o.raw"), &opts, None).is_err());
+        // Only the source and the untouched target remain: no temporary files.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn vhd_size_limit() {
+        struct Big;
+        impl VirtualDisk for Big {
+            fn size(&self) -> u64 {
+                MAX_DYNAMIC_SIZE + 512
+            }
+            fn logical_sector_size(&self) -> u32 {
+                512
+            }
+            fn physical_sector_size(&self) -> u32 {
+                512
+            }
+            fn read_at(&self, _: &mut [u8], _: u64) -> Result<()> {
+                unreachable!()
+            }
+            fn block_status(&self, _: u64, _: u64) -> Result<crate::Extent> {
+                unreachable!()
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("big.vhd");
+        let e = convert(&Big, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("2040 GiB"), "{e}");
+        assert!(!out.exists());
+    }
+}

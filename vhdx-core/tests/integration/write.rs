@@ -1,0 +1,622 @@
+//! Writing (issue #3 items 2, 3, 5): random write sequences on every disk type, checked
+//! against a raw shadow file through independent readers after every session:
+//! `qemu-img compare` and `qemu-img check` where QEMU can open the image (VHDX with 512-byte
+//! sectors and no parent; VHD without a parent), libvhdi (pyvhdi) everywhere else — 4 KiB
+//! sectors, differencing VHDX and VHD — and our own reader.
+
+use super::common::*;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use vhdx_core::create::{create, CreateOptions};
+use vhdx_core::{Disk, DiskType, Format, OpenOptions, Status, VirtualDisk};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// The expected virtual disk, as a sparse raw file.
+pub struct Shadow {
+    pub path: PathBuf,
+    file: File,
+}
+
+impl Shadow {
+    /// A shadow holding what `disk` reads now.
+    pub fn of(dir: &Path, disk: &dyn VirtualDisk) -> Shadow {
+        let path = dir.join("shadow.raw");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(disk.size()).unwrap();
+        let s = Shadow { path, file };
+        let mut buf = vec![0u8; 4 << 20];
+        let mut off = 0;
+        while off < disk.size() {
+            let ext = disk.block_status(off, disk.size() - off).unwrap();
+            let n = ext.length;
+            if matches!(ext.status, Status::Data { .. }) {
+                let mut p = 0;
+                while p < n {
+                    let k = (n - p).min(buf.len() as u64) as usize;
+                    disk.read_at(&mut buf[..k], off + p).unwrap();
+                    if buf[..k].iter().any(|&b| b != 0) {
+                        s.write(&buf[..k], off + p);
+                    }
+                    p += k as u64;
+                }
+            }
+            off += n;
+        }
+        s
+    }
+
+    pub fn write(&self, buf: &[u8], off: u64) {
+        self.file.write_all_at(buf, off).unwrap();
+    }
+
+    pub fn read(&self, off: u64, len: u64) -> Vec<u8> {
+        let mut b = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut b, off).unwrap();
+        b
+    }
+}
+
+/// One kind of disk under test and the oracles that can read it.
+struct Case {
+    name: &'static str,
+    /// The image to write.
+    image: PathBuf,
+    /// Its parents, nearest first (for libvhdi).
+    parents: Vec<PathBuf>,
+    /// qemu's driver name, when QEMU can read the image exactly.
+    qemu: Option<&'static str>,
+    /// Where writes go: (start, length) windows of the virtual disk.
+    windows: Vec<(u64, u64)>,
+}
+
+/// A random write: where, how long, and what.
+fn random_write(rng: &mut Rng, case: &Case, block: u64, lss: u64) -> (u64, Vec<u8>) {
+    let (ws, wl) = case.windows[rng.below(case.windows.len() as u64) as usize];
+    let len = match rng.below(10) {
+        0..=2 => 1 + rng.below(700),
+        3..=5 => 1 + rng.below(64 << 10),
+        6..=8 => 1 + rng.below(block * 5 / 2),
+        _ => block,
+    }
+    .min(wl);
+    let mut off = ws + rng.below(wl - len + 1);
+    match rng.below(4) {
+        // Near a block boundary.
+        0 => {
+            let b = (off / block + 1) * block;
+            let near = b.saturating_sub(rng.below(3 * lss));
+            if near >= ws && near + len <= ws + wl {
+                off = near;
+            }
+        }
+        // Whole blocks.
+        1 if len == block => off = (off / block * block).max(ws.div_ceil(block) * block),
+        // Sector aligned.
+        2 => off = off / lss * lss,
+        _ => {}
+    }
+    if off + len > ws + wl {
+        off = ws + wl - len;
+    }
+    let data = match rng.below(20) {
+        0..=7 => vec![1 + rng.below(255) as u8; len as usize],
+        8..=12 => vec![0u8; len as usize],
+        _ => (0..len).map(|_| rng.next() as u8).collect(),
+    };
+    (off, data)
+}
+
+/// libvhdi's view of `windows` of `path` (with `parents`), concatenated.
+fn pyvhdi_windows(path: &Path, parents: &[PathBuf], windows: &[(u64, u64)]) -> Vec<u8> {
+    let script = r#"
+import sys, pyvhdi
+paths = sys.argv[1:]
+files = []
+for p in paths:
+    f = pyvhdi.file()
+    f.open(p)
+    files.append(f)
+for child, parent in zip(files, files[1:]):
+    child.set_parent(parent)
+top = files[0]
+out = sys.stdout.buffer
+for line in sys.stdin:
+    off, n = map(int, line.split())
+    top.seek_offset(off, 0)
+    data = top.read_buffer(n)
+    assert len(data) == n, (off, len(data), n)
+    out.write(data)
+"#;
+    let mut cmd = Command::new(oracle_python());
+    cmd.arg("-c").arg(script).arg(path).args(parents);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("oracle python");
+    let input: String = windows.iter().map(|(o, n)| format!("{o} {n}\n")).collect();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pyvhdi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn qemu_compare(image: &Path, fmt: &str, shadow: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", fmt, "-F", "raw"])
+        .arg(image)
+        .arg(shadow)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img compare {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `qemu-img check` reports no errors and no leaks.
+pub fn qemu_check(image: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", "vhdx", "--output=json"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["corruptions", "leaks", "check-errors"] {
+        assert_eq!(v[k].as_u64().unwrap_or(0), 0, "qemu-img check {k}: {v}");
+    }
+}
+
+/// Our own check finds nothing wrong.
+pub fn our_check(image: &Path) {
+    let d = Disk::open(image).unwrap();
+    let r = d.check();
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.severity == vhdx_core::Severity::Info),
+        "vhdx check {}: {:?}",
+        image.display(),
+        r.findings
+    );
+}
+
+/// Ranges of ZERO-state blocks of the top image, which libvhdi wrongly reads from the parent
+/// in differencing VHDX files (a known limit of that oracle).
+fn zero_state_ranges(disk: &Disk) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < disk.size() {
+        let e = disk.block_status(off, disk.size() - off).unwrap();
+        if e.status == (Status::Zero { depth: 0 }) {
+            out.push((off, e.length));
+        }
+        off += e.length;
+    }
+    out
+}
+
+/// Runs `sessions` sessions of `writes` random writes on `case`, checking every oracle after
+/// each session.
+fn exercise(case: &Case, seed: u64, sessions: usize, writes: usize) {
+    let dir = case.image.parent().unwrap();
+    let shadow = Shadow::of(dir, &Disk::open(&case.image).unwrap());
+    let mut rng = Rng(seed);
+    for session in 0..sessions {
+        let mut touched = Vec::new();
+        {
+            let d = Disk::open_rw(&case.image, &OpenOptions::default())
+                .unwrap_or_else(|e| panic!("{}: open_rw: {e}", case.name));
+            let block = d
+                .disk()
+                .info(false)
+                .unwrap()
+                .block_size
+                .map_or(2 * MIB, u64::from);
+            let lss = u64::from(d.logical_sector_size());
+            for i in 0..writes {
+                let (off, data) = random_write(&mut rng, case, block, lss);
+                d.write_at(&data, off).unwrap_or_else(|e| {
+                    panic!("{}: write {off:#x}+{:#x}: {e}", case.name, data.len())
+                });
+                shadow.write(&data, off);
+                touched.push((off.saturating_sub(4096), data.len() as u64 + 8192));
+                if i % 7 == 3 {
+                    // Reads see the writes before any flush.
+                    let (o, n) = *touched.last().unwrap();
+                    let n = n.min(d.size() - o);
+                    let mut got = vec![0u8; n as usize];
+                    d.read_at(&mut got, o).unwrap();
+                    assert_same(
+                        &got,
+                        &shadow.read(o, n),
+                        &format!("{} read-back", case.name),
+                    );
+                }
+                if i % 11 == 10 {
+                    d.flush().unwrap();
+                }
+            }
+            d.close().unwrap();
+        }
+        let what = format!("{} session {session}", case.name);
+        // Our reader, over every touched window.
+        let d = Disk::open(&case.image).unwrap();
+        let size = d.size();
+        let windows: Vec<(u64, u64)> = touched
+            .iter()
+            .map(|&(o, n)| (o, n.min(size - o)))
+            .chain((0..8).map(|_| {
+                let o = rng.below(size / 512) * 512;
+                (o, (256 << 10).min(size - o))
+            }))
+            .collect();
+        for &(o, n) in &windows {
+            let mut got = vec![0u8; n as usize];
+            d.read_at(&mut got, o).unwrap();
+            assert_same(
+                &got,
+                &shadow.read(o, n),
+                &format!("{what}: our read at {o:#x}"),
+            );
+        }
+        our_check(&case.image);
+        if let Some(fmt) = case.qemu {
+            qemu_compare(&case.image, fmt, &shadow.path);
+            if fmt == "vhdx" {
+                qemu_check(&case.image);
+            }
+        }
+        // libvhdi on every image, windows only (the disks can be large).
+        let got = pyvhdi_windows(&case.image, &case.parents, &windows);
+        let zeros = if case.parents.is_empty() || d.format() != Format::Vhdx {
+            Vec::new()
+        } else {
+            zero_state_ranges(&d)
+        };
+        let mut at = 0usize;
+        for &(o, n) in &windows {
+            let mut want = shadow.read(o, n);
+            let mut theirs = got[at..at + n as usize].to_vec();
+            for &(zo, zn) in &zeros {
+                let (a, b) = (zo.max(o), (zo + zn).min(o + n));
+                if a < b {
+                    // libvhdi reads these blocks from the parent: leave them out.
+                    want[(a - o) as usize..(b - o) as usize].fill(0);
+                    theirs[(a - o) as usize..(b - o) as usize].fill(0);
+                }
+            }
+            assert_same(&theirs, &want, &format!("{what}: pyvhdi at {o:#x}"));
+            at += n as usize;
+        }
+    }
+}
+
+fn ours(dir: &Path, name: &str, opts: CreateOptions) -> PathBuf {
+    let p = dir.join(name);
+    create(&p, &opts).unwrap();
+    p
+}
+
+fn whole(size: u64) -> Vec<(u64, u64)> {
+    vec![(0, size)]
+}
+
+/// Windows around the first 4 GiB chunk boundary of a VHDX with 512-byte sectors.
+fn chunk_windows() -> Vec<(u64, u64)> {
+    vec![(0, 8 * MIB), (4 * GIB - 6 * MIB, 12 * MIB)]
+}
+
+#[test]
+fn vhdx_dynamic_qemu_made_1m_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_qemu_image(dir.path(), "d.vhdx", "vhdx", "block_size=1M", "40M", 1);
+    let case = Case {
+        name: "vhdx dynamic 1M (qemu-made)",
+        image,
+        parents: vec![],
+        qemu: Some("vhdx"),
+        windows: whole(40 * MIB),
+    };
+    exercise(&case, 11, 3, 40);
+}
+
+#[test]
+fn vhdx_dynamic_ours_across_a_chunk_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = ours(
+        dir.path(),
+        "c.vhdx",
+        CreateOptions::new()
+            .size(4 * GIB + 8 * MIB)
+            .block_size(MIB as u32),
+    );
+    let case = Case {
+        name: "vhdx dynamic across chunks",
+        image,
+        parents: vec![],
+        qemu: Some("vhdx"),
+        windows: chunk_windows(),
+    };
+    exercise(&case, 12, 2, 40);
+}
+
+#[test]
+fn vhdx_fixed_and_4k_sectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = ours(
+        dir.path(),
+        "f.vhdx",
+        CreateOptions::new()
+            .size(24 * MIB)
+            .disk_type(DiskType::Fixed)
+            .block_size(MIB as u32),
+    );
+    exercise(
+        &Case {
+            name: "vhdx fixed",
+            image: fixed,
+            parents: vec![],
+            qemu: Some("vhdx"),
+            windows: whole(24 * MIB),
+        },
+        13,
+        2,
+        30,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let k4 = ours(
+        dir.path(),
+        "k.vhdx",
+        CreateOptions::new()
+            .size(32 * MIB)
+            .block_size(MIB as u32)
+            .logical_sector_size(4096)
+            .physical_sector_size(4096),
+    );
+    exercise(
+        &Case {
+            name: "vhdx 4K dynamic",
+            image: k4,
+            parents: vec![],
+            qemu: None,
+            windows: whole(32 * MIB),
+        },
+        14,
+        3,
+        40,
+    );
+}
+
+#[test]
+fn vhdx_differencing_over_a_parent_with_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = make_qemu_image(dir.path(), "p.vhdx", "vhdx", "block_size=1M", "40M", 5);
+    let child = ours(
+        dir.path(),
+        "c.avhdx",
+        CreateOptions::new().parent(&parent).format(Format::Vhdx),
+    );
+    let before = std::fs::read(&parent).unwrap();
+    exercise(
+        &Case {
+            name: "vhdx differencing",
+            image: child,
+            parents: vec![parent.clone()],
+            qemu: None,
+            windows: whole(40 * MIB),
+        },
+        15,
+        3,
+        50,
+    );
+    assert!(
+        std::fs::read(&parent).unwrap() == before,
+        "the parent changed"
+    );
+}
+
+#[test]
+fn vhdx_differencing_across_a_chunk_boundary_and_4k() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = ours(
+        dir.path(),
+        "p.vhdx",
+        CreateOptions::new()
+            .size(4 * GIB + 8 * MIB)
+            .block_size(MIB as u32),
+    );
+    qemu_io(&[
+        "-f",
+        "vhdx",
+        "-c",
+        "write -P 0x5a 1M 3M",
+        "-c",
+        &format!("write -P 0xa5 {} 5M", 4 * GIB - 3 * MIB),
+        parent.to_str().unwrap(),
+    ]);
+    let child = ours(
+        dir.path(),
+        "c.avhdx",
+        CreateOptions::new().parent(&parent).format(Format::Vhdx),
+    );
+    exercise(
+        &Case {
+            name: "vhdx differencing across chunks",
+            image: child,
+            parents: vec![parent],
+            qemu: None,
+            windows: chunk_windows(),
+        },
+        16,
+        2,
+        40,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let parent = ours(
+        dir.path(),
+        "p4.vhdx",
+        CreateOptions::new()
+            .size(24 * MIB)
+            .block_size(MIB as u32)
+            .logical_sector_size(4096),
+    );
+    {
+        let p = Disk::open_rw(&parent, &OpenOptions::default()).unwrap();
+        p.write_at(&vec![0x77; 5 * MIB as usize], 3 * MIB).unwrap();
+        p.close().unwrap();
+    }
+    let child = ours(
+        dir.path(),
+        "c4.avhdx",
+        CreateOptions::new().parent(&parent).format(Format::Vhdx),
+    );
+    exercise(
+        &Case {
+            name: "vhdx differencing 4K",
+            image: child,
+            parents: vec![parent],
+            qemu: None,
+            windows: whole(24 * MIB),
+        },
+        17,
+        2,
+        40,
+    );
+}
+
+#[test]
+fn vhd_dynamic_fixed_and_differencing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = make_qemu_image(dir.path(), "q.vhd", "vpc", "subformat=dynamic", "30M", 7);
+    let size = qemu_virtual_size(&q, "vpc");
+    exercise(
+        &Case {
+            name: "vhd dynamic (qemu-made)",
+            image: q.clone(),
+            parents: vec![],
+            qemu: Some("vpc"),
+            windows: whole(size),
+        },
+        18,
+        3,
+        40,
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let fixed = ours(
+        dir2.path(),
+        "f.vhd",
+        CreateOptions::new()
+            .size(20 * MIB)
+            .disk_type(DiskType::Fixed),
+    );
+    exercise(
+        &Case {
+            name: "vhd fixed",
+            image: fixed,
+            parents: vec![],
+            qemu: Some("vpc"),
+            windows: whole(20 * MIB),
+        },
+        19,
+        2,
+        30,
+    );
+    let dir3 = tempfile::tempdir().unwrap();
+    let parent = make_qemu_image(dir3.path(), "p.vhd", "vpc", "subformat=dynamic", "30M", 8);
+    let child = ours(
+        dir3.path(),
+        "c.vhd",
+        CreateOptions::new().parent(&parent).format(Format::Vhd),
+    );
+    let psize = qemu_virtual_size(&parent, "vpc");
+    exercise(
+        &Case {
+            name: "vhd differencing",
+            image: child,
+            parents: vec![parent],
+            qemu: None,
+            windows: whole(psize),
+        },
+        20,
+        3,
+        50,
+    );
+}
+
+#[test]
+fn opening_for_writing_and_closing_without_writes_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fmt, opts) in [
+        ("a.vhdx", "vhdx", "block_size=1M"),
+        ("a.vhd", "vpc", "subformat=dynamic"),
+    ] {
+        let p = make_qemu_image(dir.path(), name, fmt, opts, "8M", 9);
+        let before = std::fs::read(&p).unwrap();
+        let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+        let mut b = vec![0u8; 4096];
+        d.read_at(&mut b, 0).unwrap();
+        d.flush().unwrap();
+        d.close().unwrap();
+        assert!(std::fs::read(&p).unwrap() == before, "{name} changed");
+    }
+}
+
+#[test]
+fn first_write_renews_file_and_data_write_guids() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = make_qemu_image(dir.path(), "g.vhdx", "vhdx", "block_size=1M", "64M", 10);
+    let guids = |p: &Path| {
+        let d = Disk::open(p).unwrap();
+        let i = d.info(false).unwrap().vhdx.unwrap();
+        (i.file_write_guid, i.data_write_guid, i.log.guid)
+    };
+    let (f0, d0, _) = guids(&p);
+    let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+    d.write_at(b"x", 12345).unwrap();
+    d.flush().unwrap();
+    // While open with a commit done, the log is live (LogGuid set), as the spec orders.
+    d.write_at(&vec![9u8; 3 << 20], 60 << 20).unwrap();
+    d.flush().unwrap();
+    let (f1, d1, l1) = guids(&p);
+    assert_ne!(f0, f1);
+    assert_ne!(d0, d1);
+    let nil = |s: &str| s.trim_matches(|c| c == '{' || c == '}') == uuid::Uuid::nil().to_string();
+    assert!(!nil(&l1), "{l1}");
+    d.close().unwrap();
+    let (f2, d2, l2) = guids(&p);
+    assert_eq!((f1, d1), (f2, d2));
+    assert!(nil(&l2), "{l2}");
+    qemu_check(&p);
+}
