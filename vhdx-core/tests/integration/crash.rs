@@ -117,7 +117,7 @@ fn run_and_kill(path: &Path, seed: u64, delay: Duration) -> (Option<u64>, Option
 /// must carry the value of an unacknowledged write covering them.
 fn verify(
     got: &[u8],
-    base: &mut Vec<u8>,
+    base: &mut [u8],
     seed: u64,
     started: Option<u64>,
     flushed: Option<u64>,
