@@ -19,14 +19,14 @@ use vhdx_core::vhdx::log::{encode_entry, LogWrite};
 use vhdx_core::vhdx::{headers, replay_log_in_place};
 use vhdx_core::{Backend, Disk, Image, OpenOptions, Severity, VirtualDisk};
 
-const FIXTURES: [&str; 3] = [
+pub const FIXTURES: [&str; 3] = [
     "dirty-log-a.vhdx.gz",
     "dirty-log-b.vhdx.gz",
     "dirty-log-c.vhdx.gz",
 ];
 
 /// Decompresses a fixture into `dir`, leaving runs of zeros as holes.
-fn gunzip(name: &str, dir: &Path) -> PathBuf {
+pub fn gunzip(name: &str, dir: &Path) -> PathBuf {
     let src = testdata().join(name);
     let mut gz = flate2::read::GzDecoder::new(
         File::open(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())),

@@ -620,3 +620,47 @@ fn first_write_renews_file_and_data_write_guids() {
     assert!(nil(&l2), "{l2}");
     qemu_check(&p);
 }
+
+#[test]
+fn opening_a_dirty_qemu_log_for_writing_replays_it_first() {
+    use super::vhdx_log::{gunzip, FIXTURES};
+    let dir = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let p = gunzip(name, dir.path());
+        // QEMU's replay of a copy is the expected starting point.
+        let copy = dir.path().join("qemu.vhdx");
+        std::fs::copy(&p, &copy).unwrap();
+        qemu_img(&[
+            "check",
+            "-q",
+            "-r",
+            "all",
+            "-f",
+            "vhdx",
+            copy.to_str().unwrap(),
+        ]);
+        let want = dir.path().join("want.raw");
+        qemu_img(&[
+            "convert",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            copy.to_str().unwrap(),
+            want.to_str().unwrap(),
+        ]);
+        let shadow = std::fs::OpenOptions::new().write(true).open(&want).unwrap();
+        let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+        let mut rng = Rng(name.len() as u64 + 77);
+        for _ in 0..20 {
+            let len = 1 + rng.below(300_000);
+            let off = rng.below(d.size() - len);
+            let data = vec![rng.below(256) as u8; len as usize];
+            d.write_at(&data, off).unwrap();
+            shadow.write_all_at(&data, off).unwrap();
+        }
+        d.close().unwrap();
+        qemu_check(&p);
+        qemu_compare(&p, "vhdx", &want);
+    }
+}
