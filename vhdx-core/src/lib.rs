@@ -12,6 +12,8 @@
 //!   [`disk::Layer`] (where each virtual range comes from).
 //! - [`chain`]: opening a disk with its parents ([`Disk`]), which implements [`VirtualDisk`].
 //! - [`ops`]: operations written once on the trait (`info`, `check`, `map`, `convert`).
+//! - [`create`] and [`write`]: new disks, and [`WritableDisk`] (`Disk::open_rw`) for writes
+//!   that a crash never turns into corruption (VHDX metadata goes through the log).
 //!
 //! ```no_run
 //! use vhdx_core::{Disk, VirtualDisk};
@@ -19,6 +21,17 @@
 //! let mut sector = vec![0u8; 512];
 //! disk.read_at(&mut sector, 0)?;
 //! println!("{} bytes, first sector ends {:02x}{:02x}", disk.size(), sector[510], sector[511]);
+//! # Ok::<(), vhdx_core::Error>(())
+//! ```
+//!
+//! Writing (the file is locked against other writers, QEMU included, while it is open):
+//!
+//! ```no_run
+//! use vhdx_core::{Disk, OpenOptions};
+//! let disk = Disk::open_rw("disk.vhdx", &OpenOptions::default())?;
+//! disk.write_at(b"hello", 1 << 20)?;  // any offset and length
+//! disk.flush()?;                       // durable from here on
+//! disk.close()?;                       // commits, marks the log clean, unlocks
 //! # Ok::<(), vhdx_core::Error>(())
 //! ```
 #![deny(unsafe_code)]

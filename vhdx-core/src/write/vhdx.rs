@@ -392,3 +392,24 @@ fn allocate(t: &Target<'_>, v: &Vhdx, len: u64) -> Result<u64> {
     v.note_file_len(end);
     Ok(off)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_fills_the_log_exactly() {
+        // 1 MiB log = 256 sectors: 254 data sectors need 2 descriptor sectors (256 + 2
+        // descriptor slots > 128 per sector), 255 would need 3.
+        assert_eq!(entry_capacity(MIB), 254);
+        for len in [MIB, 2 * MIB, 64 * 4096, 8 * MIB] {
+            let n = entry_capacity(len) as u64;
+            let sectors = len / 4096;
+            assert!(n + fl::descriptor_sectors(n as u32) <= sectors, "{len}");
+            assert!(
+                n + 1 + fl::descriptor_sectors(n as u32 + 1) > sectors,
+                "{len}"
+            );
+        }
+    }
+}
