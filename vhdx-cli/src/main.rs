@@ -6,6 +6,7 @@
 
 mod cmd;
 mod output;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -288,27 +288,133 @@ fn convert_raw_is_identical_to_qemu_and_sparse() {
     assert!(fs::read(&img_out).unwrap() == fs::read(&theirs).unwrap());
 }
 
+/// A sparse raw file of 48 MiB with data at a few places (one crossing a 1 MiB edge, one at
+/// the very end) and explicitly written zeros.
+fn sparse_raw(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::FileExt;
+    let p = dir.join("in.raw");
+    let f = fs::File::create(&p).unwrap();
+    f.set_len(48 * MIB).unwrap();
+    f.write_all_at(&[0x5a; 4096], 0).unwrap();
+    f.write_all_at(&[0xa5; 200_000], 3 * MIB - 100_000).unwrap();
+    f.write_all_at(&vec![0; 4 << 20], 10 * MIB).unwrap();
+    f.write_all_at(&[0x11; 512], 48 * MIB - 512).unwrap();
+    p
+}
+
+/// `vhdx convert in.raw out.vhdx` (and `.vhd`): the format from the extension, QEMU reads
+/// the source back, one summary line, and nothing on standard error (not a terminal, so
+/// no progress bar).
 #[test]
-fn convert_to_container_formats_is_not_yet_supported() {
+fn convert_raw_to_vhdx_and_vhd_matches_qemu() {
     let dir = tempfile::tempdir().unwrap();
-    let img = sample_vhdx(dir.path(), 64 * MIB);
-    for (out, extra) in [
-        ("x.out", &["--format", "vhdx"][..]),
-        ("x.vhd", &[][..]),
-        ("x.unknown", &[][..]),
+    let raw = sparse_raw(dir.path());
+    for (name, qfmt) in [("out.vhdx", "vhdx"), ("out.vhd", "vpc")] {
+        let out = dir.path().join(name);
+        let o = vhdx(&["convert", s(&raw), s(&out)]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(o.stderr.is_empty(), "progress or noise: {}", stderr(&o));
+        let text = stdout(&o);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with("wrote ") && text.contains("dynamic"),
+            "{text}"
+        );
+        qemu_img(&["compare", "-f", qfmt, "-F", "raw", s(&out), s(&raw)]);
+        // Only the blocks with data were allocated: three of the VHD's 24 blocks of 2 MiB,
+        // both of the VHDX's 32 MiB blocks (after 4 MiB of headers, log, BAT, metadata).
+        let len = fs::metadata(&out).unwrap().len();
+        let most = if qfmt == "vpc" { 7 * MIB } else { 68 * MIB };
+        assert!(len <= most, "{name}: {len} bytes");
+    }
+    qemu_img(&["check", "-f", "vhdx", s(&dir.path().join("out.vhdx"))]);
+}
+
+/// An existing OUT is refused with exit 2 and left untouched; `--force` replaces it.
+#[test]
+fn convert_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = sparse_raw(dir.path());
+    let out = dir.path().join("out.vhdx");
+    fs::write(&out, b"precious").unwrap();
+    let o = vhdx(&["convert", s(&raw), s(&out)]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("vhdx: error: ") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+    let o = vhdx(&["convert", "--force", s(&raw), s(&out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    qemu_img(&["compare", "-f", "vhdx", "-F", "raw", s(&out), s(&raw)]);
+}
+
+/// `--json` reports the conversion; `--format`, `--block-size` and `--logical-sector-size`
+/// shape the output whatever its name.
+#[test]
+fn convert_json_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = sparse_raw(dir.path());
+    let out = dir.path().join("disk.out");
+    let o = vhdx(&[
+        "convert",
+        "--json",
+        "--format",
+        "vhdx",
+        "--block-size",
+        "1M",
+        "--logical-sector-size",
+        "4096",
+        s(&raw),
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["format"], "vhdx");
+    assert_eq!(v["disk_type"], "dynamic");
+    assert_eq!(v["block_size"], MIB);
+    assert_eq!(v["size"], 48 * MIB);
+    let written = v["bytes_written"].as_u64().unwrap();
+    assert_eq!(written + v["bytes_skipped"].as_u64().unwrap(), 48 * MIB);
+    assert!(written > 0 && written <= MIB, "{v}");
+    assert_eq!(v["file_length"], fs::metadata(&out).unwrap().len());
+    let info = json(&vhdx(&["info", "--json", s(&out)]));
+    assert_eq!(info["logical_sector_size"], 4096);
+    assert_eq!(info["block_size"], MIB);
+}
+
+/// What cannot be converted is refused with exit 2 and leaves no file.
+#[test]
+fn convert_bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = sparse_raw(dir.path());
+    for (out, extra, says) in [
+        ("x.unknown", &[][..], "--format"),
+        ("x.raw", &["--block-size", "1M"][..], "raw output"),
+        ("x.vhd", &["--logical-sector-size", "4096"][..], "512"),
+        (
+            "x.vhdx",
+            &["--type", "fixed", "--block-size", "3M"][..],
+            "block size",
+        ),
     ] {
         let target = dir.path().join(out);
-        let mut args = vec!["convert", s(&img), s(&target)];
+        let mut args = vec!["convert", s(&raw), s(&target)];
         args.extend_from_slice(extra);
         let o = vhdx(&args);
         assert_eq!(code(&o), 2, "{out}");
         let err = stderr(&o);
-        assert!(err.starts_with("vhdx: error: "), "{err}");
         assert!(
-            err.contains("not yet supported") || err.contains("--format raw"),
-            "{err}"
+            err.starts_with("vhdx: error: ") && err.contains(says),
+            "{out}: {err}"
         );
-        assert!(!target.exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "{out}: leftovers"
+        );
     }
 }
 

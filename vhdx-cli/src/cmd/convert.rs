@@ -1,39 +1,75 @@
-//! `vhdx convert IN OUT`: export a disk (with its chain) to another format. Today the output
-//! can be raw only; VHDX and VHD outputs arrive with the write path. The output format comes
-//! from `--format` or, failing that, from OUT's extension.
+//! `vhdx convert IN OUT`: copy a disk (with its chain, or a raw file) into a new dynamic or
+//! fixed VHDX or VHD, or a sparse raw file. The output format comes from `--format` or,
+//! failing that, from OUT's extension; an existing OUT is refused unless `--force` is given.
 
+use super::create::{parse_size, CreateType};
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size, size_exact};
+use crate::output::{print_json, size};
+use crate::progress::Progress;
 use crate::EXIT_OK;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use vhdx_core::ops::convert::{to_raw, ConvertStats};
+use vhdx_core::ops::convert::{convert, ConvertOptions, ConvertStats};
+use vhdx_core::{Disk, DiskType, ErrorKind, Format};
 
-/// Output formats `--format` names.
+/// Formats `--format` and `--input-format` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutFormat {
-    /// VHDX (not yet supported as an output).
+pub enum FormatArg {
+    /// VHDX.
     Vhdx,
-    /// VHD (not yet supported as an output).
+    /// VHD.
     Vhd,
-    /// A raw image, written sparse.
+    /// A raw image (written sparse).
     Raw,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Vhdx => Format::Vhdx,
+            FormatArg::Vhd => Format::Vhd,
+            FormatArg::Raw => Format::Raw,
+        }
+    }
 }
 
 /// Arguments of `vhdx convert`.
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
-    /// The image to read (VHDX or VHD, with its parents).
+    /// The image to read: VHDX or VHD (with its parents), or a raw file.
     #[arg(value_name = "IN")]
     pub input: PathBuf,
 
-    /// The file to write; replaced atomically when the export completes.
+    /// The file to write; it appears only when complete.
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
 
-    /// Output format; by default taken from OUT's extension (.raw/.img/.bin, .vhdx, .vhd).
+    /// Output format; by default taken from OUT's extension (.vhdx/.avhdx, .vhd/.avhd,
+    /// .raw/.img/.bin).
     #[arg(long, value_enum)]
-    pub format: Option<OutFormat>,
+    pub format: Option<FormatArg>,
+
+    /// Format of IN; by default detected (a file with no VHDX or VHD signature and the
+    /// extension .raw, .img or .bin is read as raw).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub input_format: Option<FormatArg>,
+
+    /// Provisioning type of a VHDX or VHD output (default dynamic).
+    #[arg(long = "type", value_enum)]
+    pub disk_type: Option<CreateType>,
+
+    /// Block size of a VHDX or VHD output, with an optional K/M suffix (VHDX default 32M,
+    /// VHD 2M).
+    #[arg(long, value_parser = parse_block_size)]
+    pub block_size: Option<u32>,
+
+    /// Logical sector size of a VHDX output, 512 or 4096 (default: the source's).
+    #[arg(long, value_name = "N")]
+    pub logical_sector_size: Option<u32>,
+
+    /// Replace OUT if it exists (atomically, once the new file is complete).
+    #[arg(long)]
+    pub force: bool,
 
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -43,60 +79,93 @@ pub struct ConvertArgs {
     pub json: bool,
 }
 
+/// A `--block-size` value: a size (see [`parse_size`]) that fits the formats' 32-bit field.
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_size(s)?).map_err(|_| format!("`{s}` is too large for a block size"))
+}
+
 /// The output format named by a path's extension.
-fn format_from_extension(path: &Path) -> Option<OutFormat> {
-    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    match ext.as_str() {
-        "raw" | "img" | "bin" => Some(OutFormat::Raw),
-        "vhdx" | "avhdx" => Some(OutFormat::Vhdx),
-        "vhd" | "avhd" => Some(OutFormat::Vhd),
-        _ => None,
+fn format_from_extension(path: &Path) -> Option<Format> {
+    vhdx_core::create::format_from_extension(path)
+        .or_else(|| is_raw_name(path).then_some(Format::Raw))
+}
+
+/// Whether `path` has an extension raw images use.
+fn is_raw_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["raw", "img", "bin"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Opens IN: as `--input-format` says, else detected, else raw when its name says so.
+fn open_input(args: &ConvertArgs) -> Result<Disk, CliError> {
+    let mut opts = args.chain.open_options(true);
+    opts.format = args.input_format.map(Format::from);
+    match Disk::open_with(&args.input, &opts) {
+        Err(e)
+            if e.kind() == ErrorKind::NotADisk
+                && opts.format.is_none()
+                && is_raw_name(&args.input) =>
+        {
+            opts.format = Some(Format::Raw);
+            Ok(Disk::open_with(&args.input, &opts)?)
+        }
+        r => Ok(r?),
     }
+}
+
+/// The conversion the arguments ask for.
+fn options(args: &ConvertArgs) -> Result<ConvertOptions, CliError> {
+    let format = match args.format {
+        Some(f) => Format::from(f),
+        None => format_from_extension(&args.output).ok_or_else(|| {
+            CliError::unusable(format!(
+                "cannot tell the output format of {} from its extension; pass --format \
+                 vhdx, vhd or raw",
+                args.output.display()
+            ))
+        })?,
+    };
+    let mut opts = ConvertOptions::new(format).overwrite(args.force);
+    if let Some(t) = args.disk_type {
+        opts = opts.disk_type(match t {
+            CreateType::Dynamic => DiskType::Dynamic,
+            CreateType::Fixed => DiskType::Fixed,
+        });
+    }
+    if let Some(b) = args.block_size {
+        opts = opts.block_size(b);
+    }
+    if let Some(n) = args.logical_sector_size {
+        opts = opts.logical_sector_size(n);
+    }
+    Ok(opts)
 }
 
 /// Runs `vhdx convert`.
 pub fn run(args: &ConvertArgs) -> Result<u8, CliError> {
-    let format = match args.format.or_else(|| format_from_extension(&args.output)) {
-        Some(f) => f,
-        None => {
-            return Err(CliError::unusable(format!(
-                "cannot tell the output format of {} from its extension; pass --format raw",
-                args.output.display()
-            )))
-        }
-    };
-    let name = match format {
-        OutFormat::Raw => "",
-        OutFormat::Vhdx => "VHDX",
-        OutFormat::Vhd => "VHD",
-    };
-    if format != OutFormat::Raw {
+    let opts = options(args)?;
+    if !args.force && args.output.symlink_metadata().is_ok() {
         return Err(CliError::unusable(format!(
-            "converting to {name} is not yet supported (it arrives with the write path); \
-             use --format raw"
+            "{}: the output file already exists; pass --force to replace it",
+            args.output.display()
         )));
     }
-    let disk = args.chain.open(&args.input, true)?;
-    let show_progress = io::stderr().is_terminal();
-    // Redrawn only when the percentage changes: the callback runs for every piece copied.
-    let shown = std::cell::Cell::new(u64::MAX);
-    let progress = |done: u64, total: u64| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        if shown.replace(pct) != pct {
-            eprint!(
-                "\rconverting: {pct:>3}% ({} of {})",
-                size(done),
-                size(total)
-            );
+    let disk = open_input(args)?;
+    let bar = Progress::on_terminal("converting");
+    let update = |done, total| {
+        if let Some(b) = &bar {
+            b.update(done, total);
         }
     };
-    let stats = to_raw(
+    let stats = convert(
         &disk,
         &args.output,
-        show_progress.then_some(&progress as &dyn Fn(u64, u64)),
+        &opts,
+        bar.is_some().then_some(&update as &dyn Fn(u64, u64)),
     );
-    if show_progress {
-        eprintln!();
+    if let Some(b) = &bar {
+        b.finish();
     }
     let stats = stats?;
     let stdout = io::stdout();
@@ -110,13 +179,22 @@ pub fn run(args: &ConvertArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-/// Writes the human summary of an export.
+/// Writes the one-line human summary of a conversion.
 pub fn render(out: &mut dyn Write, path: &Path, s: &ConvertStats) -> io::Result<()> {
-    writeln!(out, "wrote {}: raw, {}", path.display(), size_exact(s.size))?;
+    let mut kind = match s.disk_type {
+        Some(t) => format!("{} {}", t.as_str(), s.format.as_str().to_uppercase()),
+        None => "sparse raw".to_string(),
+    };
+    if let Some(b) = s.block_size {
+        kind.push_str(&format!(" ({} blocks)", size(u64::from(b))));
+    }
     writeln!(
         out,
-        "  {} of data written, {} left as holes",
+        "wrote {}: {kind}, {} virtual; {} of data written, {} skipped as zeros; file {}",
+        path.display(),
+        size(s.size),
         size(s.bytes_written),
-        size(s.bytes_skipped)
+        size(s.bytes_skipped),
+        size(s.file_length)
     )
 }

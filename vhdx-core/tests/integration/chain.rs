@@ -37,7 +37,7 @@ fn build(args: &[&str]) {
 }
 
 /// The committed chain `name`, decompressed into a fresh temporary folder.
-fn fixture(name: &str) -> tempfile::TempDir {
+pub fn fixture(name: &str) -> tempfile::TempDir {
     let src = testdata().join("chain").join(name);
     let dir = tempfile::tempdir().unwrap();
     let mut n = 0;
@@ -65,7 +65,7 @@ fn fixture(name: &str) -> tempfile::TempDir {
 
 /// The builder's expected content of `file` of chain `name` (`libvhdi`: what libvhdi is
 /// expected to return instead), as a sparse raw file in `dir`.
-fn expected_file(name: &str, file: &str, libvhdi: bool, dir: &Path) -> PathBuf {
+pub fn expected_file(name: &str, file: &str, libvhdi: bool, dir: &Path) -> PathBuf {
     let out = dir.join(format!(
         "{file}.{}.expected",
         if libvhdi { "libvhdi" } else { "spec" }

@@ -2,6 +2,7 @@
 
 mod chain;
 mod common;
+mod convert;
 mod crash;
 mod create;
 mod locking;

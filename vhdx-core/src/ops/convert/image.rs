@@ -53,7 +53,7 @@ pub(super) fn write(
         size: disk.size(),
         bytes_written: copied.written,
         bytes_skipped: copied.skipped,
-        file_length: 0,
+        file_length: 0, // set once the file is complete
     })
 }
 

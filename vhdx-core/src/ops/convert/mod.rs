@@ -1,13 +1,13 @@
 //! `vhdx convert`: copy any readable disk (every format and type, chains, raw files, images
-//! with a dirty log replayed in memory) into a new raw file ([`raw`]) or a new dynamic or
-//! fixed VHDX or VHD ([`image`]).
+//! with a dirty log replayed in memory) into a new raw file (`raw.rs`) or a new dynamic or
+//! fixed VHDX or VHD (`image.rs`).
 //!
-//! The copy is written once, here ([`copy`]): it walks the source's allocation map, never
+//! The copy is written once, here (`copy`): it walks the source's allocation map, never
 //! reads ranges the map shows as zero or unallocated, reads the rest in pieces of at most
-//! 8 MiB that never cross an 8 MiB boundary (so each piece lies inside one block of any
-//! power-of-two block size up to 8 MiB, or covers whole blocks of smaller ones), and writes
-//! only the 64 KiB-aligned runs that hold a non-zero byte. A raw output keeps the rest as
-//! holes; a dynamic VHDX or VHD output allocates only the blocks that receive data.
+//! 8 MiB that never cross an 8 MiB boundary (so a piece never straddles a block larger than
+//! 8 MiB, and covers whole blocks of smaller ones except at the edges of a source extent),
+//! and writes only the 64 KiB-aligned runs that hold a non-zero byte. A raw output keeps the
+//! rest as holes; a dynamic VHDX or VHD output allocates only the blocks that receive data.
 //!
 //! # Atomicity
 //! The output is built under a temporary name beside the target (`.NAME.convert-PID-RANDOM`)
@@ -16,8 +16,8 @@
 //! unless [`ConvertOptions::overwrite`] asks for it; without it the final step is a hard
 //! link, which fails atomically if the name appeared meanwhile.
 
-pub mod image;
-pub mod raw;
+mod image;
+mod raw;
 
 use crate::bytes::is_zero;
 use crate::disk::{extents, Status, VirtualDisk};
@@ -76,11 +76,6 @@ impl ConvertOptions {
         self.overwrite = overwrite;
         self
     }
-
-    /// The output format.
-    pub fn output_format(&self) -> Format {
-        self.format
-    }
 }
 
 /// What a conversion did.
@@ -111,7 +106,7 @@ const ZERO_STEP: u64 = 64 << 10;
 /// Converts `disk` into a new file at `out` as `opts` describes. `progress(done, total)` is
 /// called as the copy advances (bytes of the virtual disk).
 ///
-/// Fails with [`ErrorKind::InvalidArgument`] naming `out` when the output cannot hold the
+/// Fails with [`crate::ErrorKind::InvalidArgument`] naming `out` when the output cannot hold the
 /// source (a VHD over 2040 GiB, a size that is not a whole number of sectors) or exists and
 /// `opts` does not allow overwriting it; on any failure nothing is left under `out`.
 pub fn convert(
@@ -127,10 +122,10 @@ pub fn convert(
             Format::Raw => raw::write(disk, &tmp, progress)?,
             Format::Vhdx | Format::Vhd => image::write(disk, &tmp, out, opts, progress)?,
         };
-        place(&tmp, out, opts.overwrite)?;
-        stats.file_length = std::fs::symlink_metadata(out)
-            .map_err(|e| Error::io(e, "reading the output's length").in_file(out))?
+        stats.file_length = std::fs::metadata(&tmp)
+            .map_err(|e| Error::io(e, "reading the output's length").in_file(&tmp))?
             .len();
+        place(&tmp, out, opts.overwrite)?;
         Ok(stats)
     })();
     if result.is_err() {
@@ -198,6 +193,15 @@ fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result
             }
         }
     }
+    match std::fs::metadata(folder_of(out)) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::invalid_argument(
+                "the output's folder is not a folder",
+            ))
+        }
+        Err(e) => return Err(Error::io(e, "the output's folder cannot be used")),
+    }
     match std::fs::symlink_metadata(out) {
         Ok(m) if m.is_dir() => Err(Error::invalid_argument("the output is a directory")),
         Ok(_) if !opts.overwrite => Err(Error::invalid_argument(
@@ -207,16 +211,20 @@ fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result
     }
 }
 
+/// The folder `out` is in.
+fn folder_of(out: &Path) -> &Path {
+    match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// The temporary name the output is built under, beside `out`.
 fn temp_path(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
         .ok_or_else(|| Error::invalid_argument("the output path has no file name").in_file(out))?;
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    Ok(dir.join(format!(
+    Ok(folder_of(out).join(format!(
         ".{}.convert-{}-{}",
         name.to_string_lossy(),
         std::process::id(),
@@ -306,38 +314,59 @@ pub(crate) fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
-    use crate::{Disk, OpenOptions};
+    use crate::{ErrorKind, Extent};
 
-    fn temp_raw(dir: &Path, data: &[u8]) -> PathBuf {
-        let p = dir.join("src.raw");
-        std::fs::write(&p, data).unwrap();
-        p
+    /// A disk of `size` bytes whose first bytes are `data` (zeros after), all reported as
+    /// data, as a raw file is.
+    struct Bytes {
+        data: Vec<u8>,
+        size: u64,
     }
 
-    fn open_raw(p: &Path) -> Disk {
-        Disk::open_with(
-            p,
-            &OpenOptions {
-                format: Some(Format::Raw),
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
+    impl VirtualDisk for Bytes {
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn logical_sector_size(&self) -> u32 {
+            512
+        }
+        fn physical_sector_size(&self) -> u32 {
+            512
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = *self.data.get(offset as usize + i).unwrap_or(&0);
+            }
+            Ok(())
+        }
+        fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
+            let status = Status::Data {
+                depth: 0,
+                file_offset: Some(offset),
+            };
+            Ok(Extent {
+                offset,
+                length,
+                status,
+            })
+        }
+    }
+
+    fn bytes(data: Vec<u8>) -> Bytes {
+        let size = data.len() as u64;
+        Bytes { data, size }
     }
 
     #[test]
     fn copy_skips_zero_steps_and_splits_at_piece_boundaries() {
-        let dir = tempfile::tempdir().unwrap();
         let size = PIECE + (1 << 20);
         let mut data = vec![0u8; size as usize];
         data[100] = 1; // first 64 KiB step
         data[(PIECE - 1) as usize] = 2; // last step of the first piece
         data[PIECE as usize] = 3; // first step of the second piece
-        let disk = open_raw(&temp_raw(dir.path(), &data));
         let mut writes = Vec::new();
         let c = copy(
-            &disk,
+            &bytes(data),
             &mut |b, off| {
                 writes.push((off, b.len() as u64));
                 Ok(())
@@ -360,46 +389,37 @@ mod tests {
     #[test]
     fn refusals_name_the_output() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = open_raw(&temp_raw(dir.path(), &[1u8; 1000]));
         let out = dir.path().join("o.vhd");
-        let e = convert(&disk, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
+        let e = convert(
+            &bytes(vec![1; 1000]),
+            &out,
+            &ConvertOptions::new(Format::Vhd),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert_eq!(e.path(), Some(out.as_path()));
         assert_eq!(e.found_value(), Some("1000"));
         std::fs::write(&out, b"x").unwrap();
-        let disk = open_raw(&temp_raw(dir.path(), &[1u8; 1024]));
+        let disk = bytes(vec![1; 1024]);
         let e = convert(&disk, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
         assert!(e.message().contains("already exists"), "{e}");
         assert_eq!(std::fs::read(&out).unwrap(), b"x");
         let opts = ConvertOptions::new(Format::Raw).block_size(1 << 20);
         assert!(convert(&disk, &dir.path().join("o.raw"), &opts, None).is_err());
-        // Only the source and the untouched target remain: no temporary files.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // Only the untouched target remains: no temporary files.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
     fn vhd_size_limit() {
-        struct Big;
-        impl VirtualDisk for Big {
-            fn size(&self) -> u64 {
-                MAX_DYNAMIC_SIZE + 512
-            }
-            fn logical_sector_size(&self) -> u32 {
-                512
-            }
-            fn physical_sector_size(&self) -> u32 {
-                512
-            }
-            fn read_at(&self, _: &mut [u8], _: u64) -> Result<()> {
-                unreachable!()
-            }
-            fn block_status(&self, _: u64, _: u64) -> Result<crate::Extent> {
-                unreachable!()
-            }
-        }
+        let big = Bytes {
+            data: Vec::new(),
+            size: MAX_DYNAMIC_SIZE + 512,
+        };
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("big.vhd");
-        let e = convert(&Big, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
+        let e = convert(&big, &out, &ConvertOptions::new(Format::Vhd), None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.to_string().contains("2040 GiB"), "{e}");
         assert!(!out.exists());

@@ -44,6 +44,6 @@ pub(super) fn write(
         size,
         bytes_written: copied.written,
         bytes_skipped: copied.skipped,
-        file_length: size,
+        file_length: 0, // set once the file is complete
     })
 }

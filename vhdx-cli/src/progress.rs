@@ -1,0 +1,116 @@
+//! A one-line progress bar on standard error for long operations (convert, and later
+//! compact and merge): percentage, bar, bytes done of total, rate and time left, redrawn in
+//! place with `\r` at most ten times a second. It is drawn only when standard error is a
+//! terminal, so scripts and logs never see it.
+
+use crate::output::size;
+use std::cell::Cell;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Least time between two redraws.
+const REDRAW: Duration = Duration::from_millis(100);
+/// Width of the bar in characters.
+const WIDTH: u64 = 24;
+
+/// A progress line for one operation.
+#[derive(Debug)]
+pub struct Progress {
+    label: &'static str,
+    start: Instant,
+    last: Cell<Option<Instant>>,
+}
+
+impl Progress {
+    /// A progress line labelled `label` (`"converting"`), or `None` when standard error is
+    /// not a terminal.
+    pub fn on_terminal(label: &'static str) -> Option<Progress> {
+        io::stderr().is_terminal().then(|| Progress {
+            label,
+            start: Instant::now(),
+            last: Cell::new(None),
+        })
+    }
+
+    /// Records that `done` of `total` bytes are done; redraws when enough time has passed
+    /// since the last redraw, and always at the end.
+    pub fn update(&self, done: u64, total: u64) {
+        let now = Instant::now();
+        if done < total && self.last.get().is_some_and(|t| now - t < REDRAW) {
+            return;
+        }
+        self.last.set(Some(now));
+        let line = render(self.label, done, total, now - self.start);
+        let mut err = io::stderr().lock();
+        // Erase to the end of the line so a shorter line leaves no remains.
+        let _ = write!(err, "\r{line}\x1b[K");
+        let _ = err.flush();
+    }
+
+    /// Ends the line (the last state stays visible), so what follows starts on its own line.
+    pub fn finish(&self) {
+        if self.last.get().is_some() {
+            eprintln!();
+        }
+    }
+}
+
+/// The text of the line.
+fn render(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
+    let frac = if total == 0 {
+        1.0
+    } else {
+        done.min(total) as f64 / total as f64
+    };
+    let filled = (frac * WIDTH as f64) as u64;
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '-' })
+        .collect();
+    let secs = elapsed.as_secs_f64();
+    let mut s = format!(
+        "{label} {:>3}% [{bar}] {} of {}",
+        (frac * 100.0) as u32,
+        size(done),
+        size(total)
+    );
+    if secs >= 0.5 && done > 0 {
+        let rate = done as f64 / secs;
+        s.push_str(&format!(", {}/s", size(rate as u64)));
+        if done < total {
+            let left = (total - done) as f64 / rate;
+            s.push_str(&format!(", {} left", clock(left as u64)));
+        }
+    }
+    s
+}
+
+/// `m:ss` or `h:mm:ss`.
+fn clock(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_shows_share_rate_and_time_left() {
+        let l = render("converting", 1 << 30, 4 << 30, Duration::from_secs(2));
+        assert_eq!(
+            l,
+            "converting  25% [######------------------] 1 GiB of 4 GiB, 512 MiB/s, 0:06 left"
+        );
+        // No rate before half a second; no time left at the end.
+        assert_eq!(
+            render("x", 0, 10, Duration::ZERO),
+            "x   0% [------------------------] 0 B of 10 B"
+        );
+        assert!(render("x", 10, 10, Duration::from_secs(3)).ends_with("10 B of 10 B, 3 B/s"));
+        assert_eq!(clock(3725), "1:02:05");
+    }
+}
