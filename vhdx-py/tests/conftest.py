@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NoReturn
 
 import pytest
 
@@ -19,7 +19,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "") not in ("", "0", "false")
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skips locally, fails under CI."""
     if in_ci():
         pytest.fail(f"{what} is missing under CI")
@@ -58,15 +58,42 @@ def make_vhdx(tmp_path: Path) -> MakeImage:
 
 
 @pytest.fixture
-def raw_of(tmp_path: Path) -> Callable[[Path], bytes]:
-    """The whole virtual disk as ``qemu-img convert -O raw`` exports it."""
+def raw_of(tmp_path: Path) -> Callable[..., bytes]:
+    """The whole virtual disk as ``qemu-img convert -O raw`` exports it (``fmt``: qemu's
+    driver name, probed when None)."""
 
-    def export(path: Path) -> bytes:
+    def export(path: Path, fmt: str | None = None) -> bytes:
         out = tmp_path / (path.name + ".raw")
-        run("qemu-img", "convert", "-O", "raw", str(path), str(out))
+        fmt_args = ["-f", fmt] if fmt else []
+        run("qemu-img", "convert", *fmt_args, "-O", "raw", str(path), str(out))
         return out.read_bytes()
 
     return export
+
+
+def pyvhdi_bytes(path: Path, parent: Path | None = None) -> bytes:
+    """The whole virtual disk as libvhdi (pyvhdi) reads it, with ``parent`` for a
+    differencing disk."""
+    try:
+        import pyvhdi  # type: ignore[import-not-found]  # no stubs
+    except ImportError:
+        missing("pyvhdi (pip install libvhdi-python)")
+    f = pyvhdi.file()
+    f.open(str(path))
+    p = None
+    if parent is not None:
+        p = pyvhdi.file()
+        p.open(str(parent))
+        f.set_parent(p)
+    try:
+        n = f.get_media_size()
+        f.seek_offset(0, 0)
+        data: bytes = f.read_buffer(n)
+        return data
+    finally:
+        f.close()
+        if p is not None:
+            p.close()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +106,6 @@ def cli() -> Path:
         if c.is_file():
             return c
     missing("the vhdx CLI binary (cargo build --release -p vhdx-cli)")
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")

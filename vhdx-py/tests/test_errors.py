@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -17,6 +18,7 @@ def test_hierarchy() -> None:
     assert issubclass(vhdx.ParentNotFoundError, FileNotFoundError)
     assert issubclass(vhdx.VhdxIOError, OSError)
     assert issubclass(vhdx.UnsupportedError, NotImplementedError)
+    assert issubclass(vhdx.InUseError, BlockingIOError)
     for cls in (
         vhdx.NotADiskError,
         vhdx.UnsupportedError,
@@ -68,13 +70,19 @@ def test_damaged_region_tables_are_corruption(make_vhdx: MakeImage) -> None:
     assert e.offset is not None
 
 
-def test_write_mode_is_not_yet_supported(make_vhdx: MakeImage) -> None:
+def test_modes(make_vhdx: MakeImage) -> None:
     img = make_vhdx(writes=[])
-    with pytest.raises(vhdx.UnsupportedError, match="write path") as info:
-        vhdx.open(img, "r+")
-    assert isinstance(info.value, NotImplementedError)
-    with pytest.raises(ValueError):
-        vhdx.open(img, "w")  # type: ignore[arg-type]
+    readers: tuple[Literal["r", "rb"], ...] = ("r", "rb")
+    writers: tuple[Literal["r+", "rb+", "r+b"], ...] = ("r+", "rb+", "r+b")
+    for r in readers:
+        with vhdx.open(img, r) as disk:
+            assert not disk.writable()
+    for w in writers:
+        with vhdx.open(img, w) as disk:
+            assert disk.writable()
+    for bad in ("w", "a", "r+w", "x"):
+        with pytest.raises(ValueError, match="vhdx.create"):
+            vhdx.open(img, bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         vhdx.open(img, parent_policy="lenient")  # type: ignore[arg-type]
 

@@ -8,29 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import pyvhdi
 
 import vhdx
+from conftest import pyvhdi_bytes
 
 pytestmark = pytest.mark.real
-
-
-def pyvhdi_bytes(path: Path, parent: Path | None = None) -> bytes:
-    f = pyvhdi.file()
-    f.open(str(path))
-    p = None
-    if parent is not None:
-        p = pyvhdi.file()
-        p.open(str(parent))
-        f.set_parent(p)
-    try:
-        n = f.get_media_size()
-        f.seek_offset(0, 0)
-        return f.read_buffer(n)
-    finally:
-        f.close()
-        if p is not None:
-            p.close()
 
 
 def test_ext2_vhd_equals_libvhdi(real: Path) -> None:

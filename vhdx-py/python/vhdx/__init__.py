@@ -1,11 +1,14 @@
-"""Read Microsoft VHDX and VHD virtual disks as Python file objects.
+"""Read and write Microsoft VHDX and VHD virtual disks as Python file objects.
 
 >>> import vhdx
 >>> with vhdx.open("disk.vhdx") as disk:          # doctest: +SKIP
 ...     boot = disk.read_at(0, 512)
+>>> with vhdx.open("disk.vhdx", "r+") as disk:    # doctest: +SKIP
+...     disk.write_at(1 << 20, b"hello")
 
 Differencing disks open with their whole parent chain (located through the locators, or
-given with ``parent=``); a VHDX with a dirty log is replayed in memory, never on the file.
+given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
+never on the file.
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ __all__ = [
 
 _Path = Union[str, "os.PathLike[str]"]
 
+#: The modes :func:`open` takes, and whether each opens for writing.
+_MODES = {"r": False, "rb": False, "r+": True, "rb+": True, "r+b": True}
+
 
 def open(  # noqa: A001 - the name mirrors the built-in on purpose
     path: _Path,
-    mode: Literal["r", "rb", "r+"] = "r",
+    mode: Literal["r", "rb", "r+", "rb+", "r+b"] = "r",
     *,
     parent: Union[_Path, Sequence[_Path], None] = None,
     parent_policy: Literal["default", "strict"] = "default",
@@ -69,17 +75,21 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
     :meth:`Disk.info`, which then lists every path tried); its reads of ranges the parent
     holds raise :class:`ParentNotFoundError`.
 
-    Only reading (``mode="r"``) is available; ``"r+"`` raises :class:`UnsupportedError`.
+    ``mode="r+"`` (or ``"rb+"``) opens for reading and writing: the image file is locked
+    for writing the way QEMU does it, so it raises :class:`InUseError` (a
+    ``BlockingIOError``) while a virtual machine, ``qemu-io`` or another writer (in this
+    process too) has the image open; a VHDX with a dirty log is replayed onto the file
+    first. Parents are only read. Writes become durable on :meth:`Disk.flush` and
+    :meth:`Disk.close`; a clean image opened and closed without writes is left
+    byte-identical. A VHDX gets a new data identity when first written, so writing into the
+    parent of differencing disks makes them raise :class:`LinkageMismatchError`, as Hyper-V
+    would. No mode creates or truncates a disk: use :func:`create`.
     """
-    if mode == "r+":
-        raise UnsupportedError(
-            "opening a disk for writing (mode 'r+') is not supported yet: "
-            "writing arrives with the write path; open with mode 'r'",
-            kind="unsupported",
-            path=os.fspath(path),
+    writable = _MODES.get(mode)
+    if writable is None:
+        raise ValueError(
+            f"invalid mode {mode!r} (expected 'r' or 'r+'; vhdx.create makes new disks)"
         )
-    if mode not in ("r", "rb"):
-        raise ValueError(f"invalid mode {mode!r} (expected 'r' or 'r+')")
     if parent_policy not in ("default", "strict"):
         raise ValueError(f"parent_policy must be 'default' or 'strict', not {parent_policy!r}")
     if parent is None:
@@ -94,6 +104,7 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
         parent_policy,
         ignore_id_mismatch,
         require_parent,
+        writable,
     )
     return Disk(native, path)
 

@@ -1,30 +1,41 @@
 """The :class:`Disk` file object: a virtual disk as an ``io.RawIOBase``.
 
-Reads go straight from the image files into the caller's buffer (the native module writes
-into it with the GIL released); the position is kept here, so ``read_at`` calls from several
-threads do not disturb each other or the file position.
+Reads go straight from the image files into the caller's buffer, and writes straight from
+the caller's buffer into the image (the native module uses the buffer in place, with the GIL
+released for large transfers); the position is kept here, so ``read_at`` and ``write_at``
+calls from several threads do not disturb each other or the file position.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 
 from ._vhdx import NativeDisk
 
-__all__ = ["Disk"]
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
-_Buffer = Union[bytearray, memoryview, Any]
+__all__ = ["Disk"]
 
 
 class Disk(io.RawIOBase):
-    """An opened virtual disk (with its parent chain), read-only.
+    """An opened virtual disk (with its parent chain), read-only or, opened with mode
+    ``"r+"``, read-write.
 
     Use :func:`vhdx.open` to get one. It is a binary file object: ``read``, ``readinto``,
-    ``seek``, ``tell`` and iteration work as on any raw file, so other Python tools (for
-    example a partition-table or file-system parser) can read the guest disk directly.
+    ``write``, ``seek``, ``tell`` and iteration work as on any raw file, so other Python
+    tools (for example a partition-table or file-system parser) can use the guest disk
+    directly. Like a block device it has a fixed size: writes never extend it.
+
+    Reads see every earlier write. ``flush()`` makes every earlier write durable (until
+    then, a crash may lose recent writes, as with a disk's write cache, but never leaves the
+    image inconsistent); ``close()`` flushes, marks a VHDX log clean and releases the write
+    lock. Several threads may call ``read_at`` and ``write_at`` on one disk at once (writes
+    are applied one at a time).
     """
 
     def __init__(self, native: NativeDisk, path: Union[str, os.PathLike[str]]) -> None:
@@ -74,21 +85,13 @@ class Disk(io.RawIOBase):
         return True
 
     def writable(self) -> bool:
-        """False: writing arrives with the write path."""
-        self._native_or_raise()
-        return False
+        """True when the disk was opened with mode ``"r+"``."""
+        return self._native_or_raise().writable
 
-    def readinto(self, buffer: _Buffer) -> int:
-        """Reads into ``buffer`` at the current position; returns the bytes read (0 at the end)."""
-        native = self._native
-        if native is None:
-            raise ValueError("I/O operation on closed disk")
-        try:
-            # bytearray, bytes-format memoryview, mmap, array('B'): passed as they are.
-            n = native.readinto_at(self._pos, buffer)
-        except BufferError:
-            # Another item format or shape (array('I'), a 2-D view): read into its bytes.
-            n = native.readinto_at(self._pos, memoryview(buffer).cast("B"))
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Reads into ``buffer`` (any writable C-contiguous buffer, filled byte-wise) at the
+        current position; returns the bytes read (0 at the end)."""
+        n = self._native_or_raise().readinto_at(self._pos, buffer)
         self._pos += n
         return n
 
@@ -126,11 +129,40 @@ class Disk(io.RawIOBase):
         self._native_or_raise()
         return self._pos
 
+    def write(self, b: ReadableBuffer) -> int:
+        """Writes ``b`` at the current position and moves past what was written; returns the
+        number of bytes written. Past the end of the disk it behaves as :meth:`write_at`."""
+        n = self.write_at(self._pos, b)
+        self._pos += n
+        return n
+
+    def truncate(self, size: Optional[int] = None) -> NoReturn:
+        """Always raises ``io.UnsupportedOperation``: a virtual disk has a fixed size."""
+        self._native_or_raise()
+        raise io.UnsupportedOperation("truncate: a virtual disk cannot change its size")
+
+    def flush(self) -> None:
+        """Commits every earlier write and makes it durable: the data and the metadata that
+        makes it visible reach stable storage (VHDX: through the log). Does nothing on a disk
+        opened read-only."""
+        native = self._native
+        if native is not None:
+            native.flush()
+        elif self.closed:
+            raise ValueError("I/O operation on closed disk")
+        # Otherwise close() is under way and has committed already.
+
     def close(self) -> None:
-        """Closes the disk; the image files are released."""
-        if not self.closed:
-            self._native = None
-        super().close()
+        """Closes the disk. Opened ``"r+"``, it first commits and flushes every write and
+        marks a VHDX log clean (any tool then opens the file without a replay); the write
+        lock is released and the image files are closed. If that fails, the error is raised
+        and the disk is closed all the same (as ``io.FileIO`` does). Idempotent."""
+        native, self._native = self._native, None
+        try:
+            if native is not None:
+                native.close()
+        finally:
+            super().close()
 
     def __enter__(self) -> "Disk":
         self._native_or_raise()
@@ -143,6 +175,32 @@ class Disk(io.RawIOBase):
         if offset < 0 or n < 0:
             raise ValueError("offset and n must not be negative")
         return self._native_or_raise().read_at(offset, n)
+
+    def write_at(self, offset: int, data: ReadableBuffer) -> int:
+        """Writes ``data`` at ``offset`` without moving the position, like ``os.pwrite``;
+        returns the number of bytes written.
+
+        ``data`` is any object with the buffer protocol (bytes, bytearray, memoryview,
+        array, mmap, ...), taken byte-wise; contiguous buffers are written without a copy.
+        Any offset and length work (partial sectors are merged with what the disk holds).
+        A disk cannot grow, so the end of the disk behaves as on a Linux block device: a
+        write that crosses the end writes the bytes that fit and returns their count; one
+        that starts at or past the end raises ``OSError`` with ``errno.ENOSPC``; an empty
+        write returns 0 anywhere. A disk opened read-only raises
+        ``io.UnsupportedOperation``.
+        """
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        native = self._native_or_raise()
+        n = native.write_at(offset, data)
+        if n == 0 and offset >= native.size and memoryview(data).nbytes > 0:
+            raise OSError(
+                errno.ENOSPC,
+                f"{os.strerror(errno.ENOSPC)}: offset {offset} is at or past the end of the "
+                f"{native.size}-byte virtual disk",
+                self.name,
+            )
+        return n
 
     def info(self, scan: bool = False) -> dict[str, Any]:
         """The facts ``vhdx info --json`` prints (same keys)."""

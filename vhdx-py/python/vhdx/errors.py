@@ -2,9 +2,10 @@
 
 Every exception derives from :class:`VhdxError`; most also derive from the built-in that
 fits (``ValueError`` for a corrupt image, ``FileNotFoundError`` for a missing parent,
-``OSError`` for I/O), so code that knows nothing of this package still catches them.
-Each carries the stable ``kind`` of the underlying error and, when known, the file
-(``path``), the on-disk ``structure`` and the file ``offset`` concerned.
+``OSError`` for I/O, ``BlockingIOError`` for a disk in use), so code that knows nothing of
+this package still catches them. Each carries the stable ``kind`` of the underlying error
+and, when known, the file (``path``), the on-disk ``structure`` and the file ``offset``
+concerned.
 """
 
 from __future__ import annotations
@@ -98,8 +99,15 @@ class InvalidArgumentError(VhdxError, ValueError):
     kind = "invalid_argument"
 
 
-class InUseError(VhdxError):
-    """The disk is held by another writer."""
+class InUseError(VhdxError, BlockingIOError):
+    """The disk is held by another writer (another process, a virtual machine, ``qemu-io``,
+    or another ``vhdx.open(path, "r+")``), or by a program that forbids writers.
+
+    It is a ``BlockingIOError``, the exception Python raises when a non-blocking lock is
+    already taken (``fcntl.flock(fd, LOCK_EX | LOCK_NB)``): the condition passes when the
+    holder closes the image. (Not ``PermissionError``: the caller has the rights, and code
+    that answers ``PermissionError`` by asking for more rights would be misled.)
+    """
 
     kind = "in_use"
 
