@@ -152,6 +152,10 @@ impl Storage for FileStorage {
         Ok(self.file.metadata()?.len())
     }
 
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        super::sparse::next_data(&self.file, offset)
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if buf.len() >= HOLE_AWARE_MIN {
             self.read_skipping_holes(buf, offset)

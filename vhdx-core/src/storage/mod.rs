@@ -42,6 +42,13 @@ pub trait Storage: Send + Sync + Debug {
         None
     }
 
+    /// The first range of stored data at or after `offset` as `(start, end)`, or `None`
+    /// when only holes follow (sparse host files). Backends that cannot tell report
+    /// everything from `offset` on as data.
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        Ok(Some((offset, u64::MAX)))
+    }
+
     /// Fills `buf` from `offset`, treating bytes past the end of the file as zeros. Used for
     /// payload reads of a tolerated short last block. The common case (the whole range is in
     /// the file) costs one read and no length query.

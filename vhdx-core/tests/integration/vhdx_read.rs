@@ -67,7 +67,8 @@ fn check_reports_leaked_space_but_not_creator_padding() {
         .iter()
         .find(|f| f.message.contains("leaked"))
         .unwrap_or_else(|| panic!("no leak reported: {r:?}"));
-    assert_eq!(leak.severity, vhdx_core::Severity::Warning);
+    // Not damage: an interrupted write session leaves such space (reported as information).
+    assert_eq!(leak.severity, vhdx_core::Severity::Info);
     assert!(
         leak.message.starts_with(&(3u64 << 20).to_string()),
         "{}",
