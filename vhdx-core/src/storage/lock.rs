@@ -39,7 +39,11 @@ const WRITER_BYTES: [i64; 5] = [
     UNSHARED_RESIZE,
 ];
 
-/// Why a write lock could not be taken.
+/// Every byte a reader that forbids writers holds, as QEMU does for a backing file.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+const READER_BYTES: [i64; 3] = [PERM_READ, UNSHARED_WRITE, UNSHARED_RESIZE];
+
+/// Why a lock could not be taken.
 #[derive(Debug)]
 pub enum LockError {
     /// Another process has the image open for writing, or forbids writers.
@@ -87,27 +91,50 @@ mod imp {
         Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
     }
 
-    pub fn lock_for_writing(file: &File) -> Result<(), LockError> {
+    /// Takes read locks on `bytes`, then fails with the first conflict whose byte another
+    /// open file description holds (releasing what it took).
+    fn take(
+        file: &File,
+        bytes: &[i64],
+        conflicts: &[(i64, &'static str)],
+    ) -> Result<(), LockError> {
         let rd = libc::F_RDLCK as libc::c_short;
-        for b in WRITER_BYTES {
+        for &b in bytes {
             set(file, rd, b).map_err(LockError::Io)?;
         }
-        let conflict = if held_by_other(file, PERM_WRITE).map_err(LockError::Io)? {
-            Some("another program has the image open for writing")
-        } else if held_by_other(file, UNSHARED_WRITE).map_err(LockError::Io)? {
-            Some("another program has the image open and does not allow writers (QEMU does this even when it only reads)")
-        } else if held_by_other(file, PERM_RESIZE).map_err(LockError::Io)? {
-            Some("another program may resize the image")
-        } else {
-            None
-        };
-        match conflict {
-            Some(why) => {
-                let _ = unlock(file);
-                Err(LockError::InUse(why))
+        for &(byte, why) in conflicts {
+            if held_by_other(file, byte).map_err(LockError::Io)? {
+                let un = libc::F_UNLCK as libc::c_short;
+                for &b in bytes {
+                    let _ = set(file, un, b);
+                }
+                return Err(LockError::InUse(why));
             }
-            None => Ok(()),
         }
+        Ok(())
+    }
+
+    pub fn lock_for_writing(file: &File) -> Result<(), LockError> {
+        take(
+            file,
+            &WRITER_BYTES,
+            &[
+                (PERM_WRITE, "another program has the image open for writing"),
+                (UNSHARED_WRITE, "another program has the image open and does not allow writers (QEMU does this even when it only reads)"),
+                (PERM_RESIZE, "another program may resize the image"),
+            ],
+        )
+    }
+
+    pub fn lock_unchanging(file: &File) -> Result<(), LockError> {
+        take(
+            file,
+            &READER_BYTES,
+            &[
+                (PERM_WRITE, "another program has the image open for writing"),
+                (PERM_RESIZE, "another program may resize the image"),
+            ],
+        )
     }
 
     pub fn unlock(file: &File) -> io::Result<()> {
@@ -133,6 +160,16 @@ mod imp {
         }
     }
 
+    pub fn lock_unchanging(file: &File) -> Result<(), LockError> {
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::InUse(
+                "another program has the image locked for writing",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
+        }
+    }
+
     pub fn unlock(file: &File) -> io::Result<()> {
         file.unlock()
     }
@@ -144,7 +181,15 @@ pub fn lock_for_writing(file: &File) -> Result<(), LockError> {
     imp::lock_for_writing(file)
 }
 
-/// Releases the locks of [`lock_for_writing`].
+/// Takes the locks of a reader that needs the file not to change (QEMU's locks for a
+/// backing file: bytes 100, 201 and 203), so writers — QEMU or vhdx — are refused while they
+/// last; fails while someone writes. `file` may be opened read-only. Released by [`unlock`]
+/// or when the file is closed.
+pub fn lock_unchanging(file: &File) -> Result<(), LockError> {
+    imp::lock_unchanging(file)
+}
+
+/// Releases the locks of [`lock_for_writing`] or [`lock_unchanging`].
 pub fn unlock(file: &File) -> io::Result<()> {
     imp::unlock(file)
 }

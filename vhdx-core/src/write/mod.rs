@@ -5,7 +5,9 @@
 //!    ([`FileStorage::open_rw_exclusive`]): a second writer — another `vhdx` or a QEMU that
 //!    has the image open — is refused with [`ErrorKind::InUse`](crate::ErrorKind::InUse).
 //! 2. A VHDX with a dirty log has it replayed onto the file first.
-//! 3. The disk is opened with its parents (read-only) over a [`Journal`] on the file.
+//! 3. The disk is opened with its parents (read-only) over a [`Journal`] on the file. The
+//!    parents are locked the way QEMU locks backing files: while the child is open nobody
+//!    may write them (a parent that changes under its child corrupts what the child reads).
 //!
 //! # How writes are made safe
 //! Payload bytes are written straight to the file: into blocks that already exist, or into
@@ -72,6 +74,8 @@ pub struct WritableDisk {
     file: Arc<FileStorage>,
     journal: Arc<Journal>,
     disk: Disk,
+    /// The parents' files, locked so that nobody writes them while this child is open.
+    parent_locks: Vec<std::fs::File>,
     engine: Mutex<State>,
 }
 
@@ -107,6 +111,7 @@ impl WritableDisk {
         };
         let journal = Arc::new(Journal::new(file.clone(), page));
         let disk = Disk::open_over(path, journal.clone(), opts)?;
+        let parent_locks = lock_parents(&disk)?;
         let engine = match disk.image() {
             Image::Vhdx(v) => Engine::Vhdx(vhdx::VhdxEngine::new(v).map_err(|e| e.in_file(path))?),
             Image::Vhd(v) => Engine::Vhd(vhd::VhdEngine::new(v).map_err(|e| e.in_file(path))?),
@@ -117,6 +122,7 @@ impl WritableDisk {
             file,
             journal,
             disk,
+            parent_locks,
             engine: Mutex::new(State {
                 engine,
                 closed: false,
@@ -262,6 +268,9 @@ impl WritableDisk {
         // value (and so the file handle) lives on.
         let unlocked = crate::storage::lock::unlock(self.file.file())
             .map_err(|e| Error::io(e, "releasing the write lock"));
+        for f in &self.parent_locks {
+            let _ = crate::storage::lock::unlock(f);
+        }
         r.and(unlocked).map_err(|e: Error| e.in_file(&self.path))
     }
 }
@@ -288,6 +297,31 @@ impl VirtualDisk for WritableDisk {
     fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
         self.disk.block_status(offset, length)
     }
+}
+
+/// Locks every parent of `disk` against writers, as QEMU locks backing files: a parent that
+/// changed under an open child would change what the child reads.
+fn lock_parents(disk: &Disk) -> Result<Vec<std::fs::File>> {
+    let mut locks = Vec::new();
+    for p in disk.chain().into_iter().skip(1) {
+        let Some(path) = p.path() else { continue };
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::io(e, "cannot open the parent to lock it").in_file(path))?;
+        match crate::storage::lock::lock_unchanging(&f) {
+            Ok(()) => locks.push(f),
+            Err(crate::storage::lock::LockError::InUse(why)) => {
+                return Err(Error::new(
+                    crate::ErrorKind::InUse,
+                    format!("a parent of the disk is in use: {why}; a parent must not change while a child is written"),
+                )
+                .in_file(path))
+            }
+            Err(crate::storage::lock::LockError::Io(e)) => {
+                return Err(Error::io(e, "cannot lock the parent").in_file(path))
+            }
+        }
+    }
+    Ok(locks)
 }
 
 /// `n` rounded up to a multiple of `to` (a power of two), or an error when it overflows.

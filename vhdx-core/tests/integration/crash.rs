@@ -316,3 +316,43 @@ fn a_second_writer_is_refused() {
     Disk::open(&p).unwrap().read_at(&mut b, 0).unwrap();
     assert_eq!(b, [3; 4096]);
 }
+
+/// While a child is open for writing, its parent cannot be written — by us or by QEMU — and
+/// a parent that is being written cannot have a child opened for writing.
+#[test]
+fn parents_are_locked_while_a_child_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = make_qemu_image(dir.path(), "p.vhdx", "vhdx", "block_size=1M", "16M", 4);
+    let child = dir.path().join("c.avhdx");
+    create(&child, &CreateOptions::new().parent(&parent)).unwrap();
+    let c = Disk::open_rw(&child, &OpenOptions::default()).unwrap();
+    let e = Disk::open_rw(&parent, &OpenOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), vhdx_core::ErrorKind::InUse, "{e}");
+    let q = Command::new("qemu-io")
+        .args(["-f", "vhdx", "-c", "write -P 0xcd 0 512"])
+        .arg(&parent)
+        .output()
+        .unwrap();
+    assert!(
+        !q.status.success(),
+        "qemu-io wrote the parent of an open child"
+    );
+    // Readers are welcome.
+    Disk::open(&parent).unwrap();
+    c.write_at(&[5; 512], 0).unwrap();
+    c.close().unwrap();
+
+    // Closed: the parent is free again (opened and closed without a write, so the child
+    // stays linked to it).
+    Disk::open_rw(&parent, &OpenOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    // The other way round: a parent held by a writer blocks a writable child.
+    let mut hold = super::locking::qemu_holding(&parent, false);
+    let e = Disk::open_rw(&child, &OpenOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), vhdx_core::ErrorKind::InUse, "{e}");
+    assert_eq!(e.path(), Some(parent.as_path()), "{e}");
+    hold.kill().unwrap();
+    hold.wait().unwrap();
+}
