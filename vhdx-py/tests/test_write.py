@@ -506,3 +506,14 @@ def test_close_while_another_thread_writes(tmp_path: Path) -> None:
             assert again.read_at(k * MIB + MIB // 2 - 3, 4) == bytes([k + 1]) * 4, k
     out = run("qemu-img", "check", "-f", "vhdx", str(img))
     assert b"No errors were found" in out
+
+
+def test_create_returns_the_new_disk_open_for_writing(tmp_path: Path) -> None:
+    """The ROADMAP's contract: ``vhdx.create`` returns the disk opened "r+"."""
+    p = tmp_path / "new.vhdx"
+    with vhdx.create(p, 8 << 20, block_size=1 << 20) as d:
+        assert d.writable()
+        d.write_at(3 << 20, b"\x42" * 5000)
+    with vhdx.open(p) as d:
+        assert d.read_at(3 << 20, 5000) == b"\x42" * 5000
+        assert d.read_at(0, 512) == bytes(512)

@@ -119,8 +119,10 @@ def create(
     physical_sector_size: int = 4096,
     parent: Optional[_Path] = None,
     format: Optional[Literal["vhdx", "vhd"]] = None,  # noqa: A002
-) -> None:
-    """Creates a new VHDX or VHD disk at ``path`` (format from ``format`` or the extension).
+) -> Disk:
+    """Creates a new VHDX or VHD disk at ``path`` (format from ``format`` or the extension)
+    and returns it opened read-write (``"r+"``; close it, or use it as a context manager, to
+    release its lock).
 
     ``type`` is ``"dynamic"`` or ``"fixed"``; giving ``parent`` makes a differencing disk
     over it (same format; ``size`` then defaults to the parent's and the sector sizes to the
@@ -150,3 +152,4 @@ def create(
         None if parent is None else os.fspath(parent),
         format,
     )
+    return open(path, "r+", parent=parent)
