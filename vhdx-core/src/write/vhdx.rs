@@ -112,23 +112,68 @@ impl VhdxEngine {
 
     /// Writes `buf` (whole logical sectors) at virtual `offset`.
     pub(crate) fn write(&mut self, t: &Target<'_>, buf: &[u8], offset: u64) -> Result<()> {
-        self.begin(t)?;
         let v = vhdx(t);
         let m = v.metadata();
         let bs = u64::from(m.block_size);
         let size = m.virtual_size;
-        let mut pos = offset;
         let end = offset + buf.len() as u64;
-        while pos < end {
-            let block = pos / bs;
-            let in_block = pos % bs;
-            let n = (bs - in_block).min(end - pos);
-            let piece = &buf[(pos - offset) as usize..(pos - offset + n) as usize];
-            let block_len = bs.min(size - block * bs);
-            self.write_piece(t, v, block, in_block, piece, block_len)?;
-            pos += n;
+        // Every block the write touches is validated before anything is written, so a write
+        // into a damaged block fails with the file untouched (headers included).
+        let blocks = offset / bs..end.div_ceil(bs);
+        for block in blocks.clone() {
+            self.validate(v, block, bs.min(size - block * bs))?;
+        }
+        self.begin(t)?;
+        for block in blocks {
+            let start = (block * bs).max(offset);
+            let stop = ((block + 1) * bs).min(end);
+            let piece = &buf[(start - offset) as usize..(stop - offset) as usize];
+            self.write_piece(
+                t,
+                v,
+                block,
+                start - block * bs,
+                piece,
+                bs.min(size - block * bs),
+            )?;
         }
         Ok(())
+    }
+
+    /// Checks that `block`'s entry can be written through: a valid state and, for a present
+    /// block, a place in the file outside every structure.
+    fn validate(&self, v: &Vhdx, block: u64, block_len: u64) -> Result<()> {
+        if v.metadata().has_parent {
+            // The chunk's sector bitmap, which the write may update.
+            let sb = v.bitmap_entry(block / v.chunk_ratio())?;
+            if fb::entry_state(sb) == fb::SB_PRESENT {
+                guard(v, fb::entry_offset(sb), MIB, "sector bitmap block")?;
+            }
+        }
+        let entry = v.payload_entry(block)?;
+        match fb::entry_state(entry) {
+            fb::PAYLOAD_FULLY_PRESENT => {}
+            fb::PAYLOAD_PARTIALLY_PRESENT if v.metadata().has_parent => {}
+            fb::PAYLOAD_NOT_PRESENT
+            | fb::PAYLOAD_ZERO
+            | fb::PAYLOAD_UNDEFINED
+            | fb::PAYLOAD_UNMAPPED
+            | fb::PAYLOAD_UNMAPPED_V095 => return Ok(()),
+            fb::PAYLOAD_PARTIALLY_PRESENT => {
+                return Err(v
+                    .bat_error(block, "partially present block in a disk without a parent")
+                    .expected("a state valid for fixed/dynamic disks")
+                    .found("PAYLOAD_BLOCK_PARTIALLY_PRESENT (7)"))
+            }
+            s => {
+                return Err(v
+                    .bat_error(block, "reserved block state")
+                    .expected("0, 1, 2, 3, 6 or 7")
+                    .found(s))
+            }
+        }
+        let off = v.data_offset(block, entry)?;
+        guard(v, off, block_len, "payload block")
     }
 
     fn write_piece(
@@ -186,13 +231,8 @@ impl VhdxEngine {
                     )
                 }
             }
-            fb::PAYLOAD_PARTIALLY_PRESENT => Err(v
-                .bat_error(block, "partially present block in a disk without a parent")
-                .expected("a state valid for fixed/dynamic disks")
-                .found("PAYLOAD_BLOCK_PARTIALLY_PRESENT (7)")),
             s => Err(v
-                .bat_error(block, "reserved block state")
-                .expected("0, 1, 2, 3, 6 or 7")
+                .bat_error(block, "block state changed during a write")
                 .found(s)),
         }
     }
@@ -209,6 +249,7 @@ impl VhdxEngine {
         if fb::entry_state(e) == fb::SB_PRESENT {
             let off = fb::entry_offset(e);
             if off >= MIB && off.checked_add(MIB).is_some_and(|x| x <= v.file_len()) {
+                guard(v, off, MIB, "sector bitmap block")?;
                 return Ok(off);
             }
         }
@@ -359,6 +400,35 @@ fn block_bits(v: &Vhdx, block: u64, in_block: u64, len: u64) -> (u64, u64) {
     let spb = u64::from(m.block_size) / lss;
     let base = (block % v.chunk_ratio()) * spb;
     (base + in_block / lss, base + (in_block + len).div_ceil(lss))
+}
+
+/// Refuses to write into `[off, off + len)` when it overlaps the log or a region: a crafted
+/// or damaged BAT could otherwise make a write overwrite the file's own metadata.
+fn guard(v: &Vhdx, off: u64, len: u64, what: &str) -> Result<()> {
+    let h = v.header();
+    let r = v.regions();
+    let log = (h.log_offset.get(), u64::from(h.log_length.get()));
+    let all = [
+        (r.bat.offset, r.bat.length),
+        (r.metadata.offset, r.metadata.length),
+        log,
+    ]
+    .into_iter()
+    .chain(r.others.iter().map(|o| (o.offset, o.length)));
+    for (s, l) in all {
+        if off < s.saturating_add(l) && s < off.saturating_add(len) {
+            return Err(Error::corrupt(
+                "VHDX BAT",
+                r.bat.offset,
+                format!(
+                    "{what} at {off:#x} overlaps the log or a region at {s:#x}; refusing to write"
+                ),
+            )
+            .expected("blocks outside the log and every region")
+            .found(format!("{off:#x}+{len:#x}")));
+        }
+    }
+    Ok(())
 }
 
 fn stage_bat(t: &Target<'_>, v: &Vhdx, idx: u64, entry: u64) -> Result<()> {

@@ -664,3 +664,33 @@ fn opening_a_dirty_qemu_log_for_writing_replays_it_first() {
         qemu_compare(&p, "vhdx", &want);
     }
 }
+
+/// A damaged BAT that points a block at the file's own metadata never turns a write into
+/// an overwrite of that metadata: the write fails and the file is left as it was.
+#[test]
+fn a_block_pointing_into_metadata_is_refused_and_the_file_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ours(
+        dir.path(),
+        "m.vhdx",
+        CreateOptions::new().size(8 * MIB).block_size(MIB as u32),
+    );
+    let (bat, meta) = match Disk::open(&p).unwrap().image() {
+        vhdx_core::Image::Vhdx(v) => (v.regions().bat.offset, v.regions().metadata.offset),
+        _ => unreachable!(),
+    };
+    for target in [bat, meta] {
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        // Block 0: FULLY_PRESENT at the region.
+        f.write_all_at(&(target | 6).to_le_bytes(), bat).unwrap();
+        drop(f);
+        let before = std::fs::read(&p).unwrap();
+        let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+        let e = d.write_at(&[0xEE; 4096], 0).unwrap_err();
+        assert_eq!(e.kind(), vhdx_core::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("refusing to write"), "{e}");
+        assert_eq!(e.path(), Some(p.as_path()));
+        d.close().unwrap();
+        assert!(std::fs::read(&p).unwrap() == before, "the file changed");
+    }
+}
