@@ -84,6 +84,15 @@ impl VhdEngine {
         let bs = u64::from(sp.block_size);
         let mut pos = offset;
         let end = offset + buf.len() as u64;
+        // Every allocated block the write touches is validated first: a damaged BAT must
+        // not turn a write into an overwrite of the file's own structures.
+        for block in offset / bs..end.div_ceil(bs) {
+            let entry = sp.bat.entry(t.journal, block)?;
+            if entry != BAT_UNALLOCATED {
+                let data = v.block_data_offset(sp, block, entry)?;
+                guard(v, sp, block, data - sp.bitmap_bytes, sp.bitmap_bytes + bs)?;
+            }
+        }
         while pos < end {
             let block = pos / bs;
             let in_block = pos % bs;
@@ -172,6 +181,39 @@ impl VhdEngine {
         t.journal.clear();
         Ok(())
     }
+}
+
+/// Refuses a block at `[off, off + len)` that overlaps the footer copy, the dynamic header,
+/// the BAT or a parent locator's data.
+fn guard(v: &Vhd, sp: &crate::vhd::open::Sparse, block: u64, off: u64, len: u64) -> Result<()> {
+    let h = &sp.header;
+    let mut taken = vec![
+        (0, ft::SIZE as u64),
+        (sp.header_offset, 1024),
+        (sp.bat.offset(), sp.bat.len() * 4),
+    ];
+    if v.disk_type() == DiskType::Differencing {
+        for l in &h.parent_locators {
+            if l.is_used() {
+                taken.push((
+                    l.platform_data_offset.get(),
+                    u64::from(l.platform_data_space.get()),
+                ));
+            }
+        }
+    }
+    for (s, l) in taken {
+        if off < s.saturating_add(l) && s < off.saturating_add(len) {
+            return Err(Error::corrupt(
+                "VHD BAT entry",
+                sp.bat.entry_offset(block),
+                format!("block {block} at {off:#x} overlaps a structure at {s:#x}; refusing to write"),
+            )
+            .expected("blocks outside the footer copy, the dynamic header, the BAT and the parent locators")
+            .found(format!("{off:#x}+{len:#x}")));
+        }
+    }
+    Ok(())
 }
 
 /// Stages the bits (MSB first) of sectors `[in_block, in_block + len)` in the bitmap at

@@ -694,3 +694,31 @@ fn a_block_pointing_into_metadata_is_refused_and_the_file_is_untouched() {
         assert!(std::fs::read(&p).unwrap() == before, "the file changed");
     }
 }
+
+/// The same for a VHD whose BAT points a block at its own BAT.
+#[test]
+fn a_vhd_block_pointing_into_its_bat_is_refused_and_the_file_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ours(dir.path(), "m.vhd", CreateOptions::new().size(8 * MIB));
+    // Some blocks, so that the file is long enough for a block at the BAT to fit in it.
+    let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+    d.write_at(&vec![1; 5 * MIB as usize], 2 * MIB).unwrap();
+    d.close().unwrap();
+    drop(d);
+    let bat = match Disk::open(&p).unwrap().image() {
+        vhdx_core::Image::Vhd(v) => v.sparse().unwrap().bat.offset(),
+        _ => unreachable!(),
+    };
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    // Block 0's bitmap sector: the BAT's own sector.
+    f.write_all_at(&((bat / 512) as u32).to_be_bytes(), bat)
+        .unwrap();
+    drop(f);
+    let before = std::fs::read(&p).unwrap();
+    let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+    let e = d.write_at(&[0xEE; 4096], 0).unwrap_err();
+    assert_eq!(e.kind(), vhdx_core::ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("refusing to write"), "{e}");
+    d.close().unwrap();
+    assert!(std::fs::read(&p).unwrap() == before, "the file changed");
+}
