@@ -12,7 +12,7 @@
 //!   [`disk::Layer`] (where each virtual range comes from).
 //! - [`chain`]: opening a disk with its parents ([`Disk`]), which implements [`VirtualDisk`].
 //! - [`ops`]: operations written once on the trait (`info`, `check`, `map`, `convert`).
-//! - [`create`] and [`write`]: new disks, and [`WritableDisk`] (`Disk::open_rw`) for writes
+//! - [`create`] and [`mod@write`]: new disks, and [`WritableDisk`] (`Disk::open_rw`) for writes
 //!   that a crash never turns into corruption (VHDX metadata goes through the log).
 //!
 //! ```no_run

@@ -43,7 +43,7 @@ impl Layer for RawImage {
         &*self.storage
     }
     /// Holes of a sparse host file are reported as unallocated (as `qemu-img map` does), for
-    /// ranges of [`HOLE_AWARE_MIN`] and more: allocation maps and conversions skip them,
+    /// ranges of 2 MiB and more: allocation maps and conversions skip them,
     /// while small reads cost no extra system call.
     fn resolve(&self, offset: u64, length: u64, out: &mut Vec<Segment>) -> Result<()> {
         let end = offset + length;

@@ -6,7 +6,7 @@
 //!    being zero-filled; differencing disks: no bit set) over the old footer, then the
 //!    payload. The block's data starts on a 4 KiB boundary (the bitmap sits just before it).
 //! 2. Sector-bitmap changes of existing blocks (differencing disks) and BAT entries are
-//!    staged in the [`Journal`]. A commit flushes the payload first, then writes the staged
+//!    staged in the [`Journal`](crate::storage::Journal). A commit flushes the payload first, then writes the staged
 //!    bitmap sectors, then the BAT sectors, then flushes again.
 //!
 //! The window that remains: a crash while the staged sectors are being written may leave

@@ -21,7 +21,7 @@
 //! earlier life of the bitmap never show through.
 //!
 //! # Commit
-//! BAT and bitmap changes are staged as 4 KiB pages in the [`Journal`]. A commit:
+//! BAT and bitmap changes are staged as 4 KiB pages in the [`Journal`](crate::storage::Journal). A commit:
 //! 1. flushes the file (new payload, and the previous commit's applied pages);
 //! 2. writes one log entry with every staged page at the start of the log — its Tail is
 //!    itself, because step 1 made every earlier entry's updates durable — and flushes;
