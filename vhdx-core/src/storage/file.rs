@@ -177,6 +177,40 @@ impl StorageMut for FileStorage {
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Holes are whole host blocks: punch the aligned middle, write the edges.
+        const HOST_BLOCK: u64 = 4096;
+        let a = offset.div_ceil(HOST_BLOCK) * HOST_BLOCK;
+        let b = (offset + len) / HOST_BLOCK * HOST_BLOCK;
+        if b > a && super::sparse::punch_hole(&self.file, a, b - a)? {
+            self.write_zeroes_at(offset, a - offset)?;
+            return self.write_zeroes_at(b, offset + len - b);
+        }
+        self.write_zeroes_at(offset, len)
+    }
+
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = super::sparse::copy_range(&self.file, src + done, dst + done, len - done)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        if done < len {
+            // Not supported here, or the source ended early: copy the rest through memory.
+            let mut buf = vec![0u8; (len - done).min(8 << 20) as usize];
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                pread_exact(&self.file, &mut buf[..n], src + done)?;
+                pwrite_all(&self.file, &buf[..n], dst + done)?;
+                done += n as u64;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -222,5 +256,28 @@ mod tests {
         let mut b = vec![0xAAu8; 2 << 20];
         s.read_exact_at(&mut b, 8 << 20).unwrap();
         assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn discard_punches_holes_and_copy_within_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![5u8; 4 << 20]).unwrap();
+        let s = FileStorage::open_rw(&p).unwrap();
+        s.discard(1000, (2 << 20) - 1000 + 100).unwrap();
+        let mut buf = vec![0u8; 4 << 20];
+        s.read_exact_at(&mut buf, 0).unwrap();
+        let end = (2 << 20) + 100;
+        assert!(buf[..1000].iter().all(|&b| b == 5));
+        assert!(buf[1000..end].iter().all(|&b| b == 0));
+        assert!(buf[end..].iter().all(|&b| b == 5));
+        // The aligned middle is a hole now (where the file system can punch).
+        let data = crate::storage::sparse::next_data(s.file(), 4096).unwrap().unwrap();
+        assert!(data.0 >= 2 << 20, "{data:?}");
+        s.write_all_at(&[1, 2, 3], 3 << 20).unwrap();
+        s.copy_within(3 << 20, 100, 5).unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact_at(&mut b, 100).unwrap();
+        assert_eq!(b, [1, 2, 3, 5, 5]);
     }
 }

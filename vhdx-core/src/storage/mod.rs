@@ -80,6 +80,27 @@ pub trait StorageMut: Storage {
     /// Makes every write so far durable (fsync / FlushFileBuffers).
     fn sync(&self) -> io::Result<()>;
 
+    /// Makes `[offset, offset + len)` read as zeros and, where the host can, use no space
+    /// (a hole). The default writes zeros.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes_at(offset, len)
+    }
+
+    /// Copies `len` bytes from `src` to `dst` within the file (the ranges do not overlap).
+    /// The default copies through memory in 8 MiB pieces; the file backend copies in the
+    /// kernel.
+    fn copy_within(&self, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; len.min(8 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.read_exact_at(&mut buf[..n], src + done)?;
+            self.write_all_at(&buf[..n], dst + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// Writes `len` zero bytes at `offset`. Backends override it with a cheaper primitive.
     fn write_zeroes_at(&self, offset: u64, len: u64) -> io::Result<()> {
         const CHUNK: usize = 1 << 20;

@@ -73,6 +73,74 @@ pub fn allocate(file: &File, len: u64) -> std::io::Result<bool> {
     }
 }
 
+/// Deallocates `[offset, offset + len)` of `file` on the host, keeping its size
+/// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the range reads as zeros and uses no space.
+/// `Ok(false)` when the file system cannot punch holes.
+#[cfg(target_os = "linux")]
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Ok(false);
+    };
+    // SAFETY: the descriptor is open for writing for the duration of the call, and
+    // fallocate only takes integers.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Hole punching is not available here.
+#[cfg(not(target_os = "linux"))]
+pub fn punch_hole(_file: &File, _offset: u64, _len: u64) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// Copies `len` bytes of `file` from `src` to `dst` inside the kernel
+/// (`copy_file_range`, which also shares extents on file systems that can); returns the
+/// bytes copied, which may be fewer (the caller continues) or 0 when the call is not
+/// supported here (the caller copies itself). The ranges must not overlap.
+#[cfg(target_os = "linux")]
+pub fn copy_range(file: &File, src: u64, dst: u64, len: u64) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let (Ok(mut s), Ok(mut d)) = (libc::loff_t::try_from(src), libc::loff_t::try_from(dst)) else {
+        return Ok(0);
+    };
+    let fd = file.as_raw_fd();
+    let n = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+    // SAFETY: `fd` is open for reading and writing for the duration of the call; the two
+    // offsets are locals that the kernel updates; no buffer of ours is involved.
+    let r = unsafe { libc::copy_file_range(fd, &mut s, fd, &mut d, n, 0) };
+    if r >= 0 {
+        return Ok(r as u64);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+            Ok(0)
+        }
+        _ => Err(e),
+    }
+}
+
+/// In-kernel copies are not available here.
+#[cfg(not(target_os = "linux"))]
+pub fn copy_range(_file: &File, _src: u64, _dst: u64, _len: u64) -> std::io::Result<u64> {
+    Ok(0)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
