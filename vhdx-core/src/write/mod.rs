@@ -155,39 +155,90 @@ impl WritableDisk {
     /// Writes `buf` at virtual `offset`. Ranges that do not cover whole logical sectors are
     /// completed by reading the sectors at their edges first.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        check_range(self.disk.size(), offset, buf.len() as u64)
-            .map_err(|e| e.in_file(&self.path))?;
-        if buf.is_empty() {
+        self.with_engine(offset, buf.len() as u64, |engine| {
+            self.write_inner(engine, buf, offset)
+        })
+    }
+
+    /// Makes `[offset, offset + length)` read as zeros and gives its space back where the
+    /// format allows (UNMAP/TRIM). Whole blocks change state — VHDX: NOT_PRESENT in a
+    /// dynamic disk, ZERO in a differencing disk (so the parent's data never shows through);
+    /// VHD: unallocated in a dynamic disk — and their space in the file is punched out; the
+    /// rest is zeroed, by punching holes in the host file where it can, so it costs no space.
+    /// Fixed disks are zeroed and keep their space. Parents are never changed. Sector edges
+    /// of an unaligned range are zeroed by read-modify-write. Trimmed ranges read as zeros
+    /// at once, on every disk type; like writes, the change is durable after
+    /// [`WritableDisk::flush`].
+    pub fn trim(&self, offset: u64, length: u64) -> Result<()> {
+        self.with_engine(offset, length, |engine| {
+            let lss = u64::from(self.disk.logical_sector_size());
+            let end = offset + length;
+            let a = offset.div_ceil(lss) * lss;
+            let b = end / lss * lss;
+            if a >= b {
+                return self.write_inner(engine, &vec![0u8; length as usize], offset);
+            }
+            self.write_inner(engine, &vec![0u8; (a - offset) as usize], offset)?;
+            let t = self.target();
+            match engine {
+                Engine::Vhdx(e) => e.trim(&t, a, b - a)?,
+                Engine::Vhd(e) => e.trim(&t, a, b - a)?,
+                Engine::Raw => t
+                    .file
+                    .discard(a, b - a)
+                    .map_err(|e| Error::io(e, "zeroing a trimmed range").offset(a))?,
+            }
+            self.write_inner(engine, &vec![0u8; (end - b) as usize], b)
+        })
+    }
+
+    /// Runs `f` on the engine for a change of `[offset, offset + length)`: checks the range
+    /// and that the disk is open, commits when the stage is full, names the file in errors.
+    fn with_engine(
+        &self,
+        offset: u64,
+        length: u64,
+        f: impl FnOnce(&mut Engine) -> Result<()>,
+    ) -> Result<()> {
+        check_range(self.disk.size(), offset, length).map_err(|e| e.in_file(&self.path))?;
+        if length == 0 {
             return Ok(());
         }
         let mut st = self.state();
         if st.closed {
             return Err(Error::invalid_argument("the disk is closed").in_file(&self.path));
         }
+        f(&mut st.engine)
+            .and_then(|()| self.commit_if_full(&mut st.engine))
+            .map_err(|e| e.in_file(&self.path))
+    }
+
+    /// Writes `buf` at `offset` (inside the disk), completing partial sectors at the edges.
+    fn write_inner(&self, engine: &mut Engine, buf: &[u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         let lss = u64::from(self.disk.logical_sector_size());
         let end = offset + buf.len() as u64;
         let mut pos = offset;
-        let r = (|| {
-            // A head that starts or ends inside a sector.
-            if pos % lss != 0 || end - pos < lss {
-                let s = pos - pos % lss;
-                let n = (s + lss).min(end) - pos;
-                self.write_sector_rmw(&mut st.engine, s, &buf[..n as usize], pos - s)?;
-                pos += n;
-            }
-            let body = (end - pos) / lss * lss;
-            if body > 0 {
-                let from = (pos - offset) as usize;
-                self.write_aligned(&mut st.engine, &buf[from..from + body as usize], pos)?;
-                pos += body;
-            }
-            if pos < end {
-                let from = (pos - offset) as usize;
-                self.write_sector_rmw(&mut st.engine, pos, &buf[from..], 0)?;
-            }
-            self.commit_if_full(&mut st.engine)
-        })();
-        r.map_err(|e| e.in_file(&self.path))
+        // A head that starts or ends inside a sector.
+        if pos % lss != 0 || end - pos < lss {
+            let s = pos - pos % lss;
+            let n = (s + lss).min(end) - pos;
+            self.write_sector_rmw(engine, s, &buf[..n as usize], pos - s)?;
+            pos += n;
+        }
+        let body = (end - pos) / lss * lss;
+        if body > 0 {
+            let from = (pos - offset) as usize;
+            self.write_aligned(engine, &buf[from..from + body as usize], pos)?;
+            pos += body;
+        }
+        if pos < end {
+            let from = (pos - offset) as usize;
+            self.write_sector_rmw(engine, pos, &buf[from..], 0)?;
+        }
+        Ok(())
     }
 
     /// Writes `data` at `at` bytes into the logical sector starting at `sector`.

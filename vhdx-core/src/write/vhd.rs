@@ -26,7 +26,7 @@ use crate::format::vhd::SECTOR;
 use crate::image::{Image, ImageFile};
 use crate::ops::info::DiskType;
 use crate::storage::Storage;
-use crate::vhd::open::FooterCopy;
+use crate::vhd::open::{FooterCopy, Sparse};
 use crate::vhd::Vhd;
 use zerocopy::IntoBytes;
 
@@ -84,15 +84,7 @@ impl VhdEngine {
         let bs = u64::from(sp.block_size);
         let mut pos = offset;
         let end = offset + buf.len() as u64;
-        // Every allocated block the write touches is validated first: a damaged BAT must
-        // not turn a write into an overwrite of the file's own structures.
-        for block in offset / bs..end.div_ceil(bs) {
-            let entry = sp.bat.entry(t.journal, block)?;
-            if entry != BAT_UNALLOCATED {
-                let data = v.block_data_offset(sp, block, entry)?;
-                guard(v, sp, block, data - sp.bitmap_bytes, sp.bitmap_bytes + bs)?;
-            }
-        }
+        validate(t, v, sp, offset, end)?;
         while pos < end {
             let block = pos / bs;
             let in_block = pos % bs;
@@ -115,6 +107,56 @@ impl VhdEngine {
                 mark_present(t, data_off - sp.bitmap_bytes, in_block, n)?;
             }
             pos += n;
+        }
+        Ok(())
+    }
+
+    /// Makes `[offset, offset + len)` (whole sectors) read as zeros (see
+    /// [`super::WritableDisk::trim`]): a whole block of a dynamic disk is freed (its BAT entry
+    /// unallocated, its data punched); any other part of an allocated block is zeroed in the
+    /// file (a hole where the host can punch one); in a differencing disk the sectors are
+    /// marked present so the parent no longer shows through, which for a not-allocated block
+    /// means a new block (zeros, costing no space: the file is extended over it). A fixed
+    /// disk is zeroed in place and keeps its space.
+    pub(crate) fn trim(&mut self, t: &Target<'_>, offset: u64, len: u64) -> Result<()> {
+        let v = vhd(t);
+        let Some(sp) = v.sparse() else {
+            return t
+                .file
+                .write_zeroes_at(offset, len)
+                .map_err(|e| Error::io(e, "zeroing a trimmed range").offset(offset));
+        };
+        let diff = v.disk_type() == DiskType::Differencing;
+        let bs = u64::from(sp.block_size);
+        let end = offset + len;
+        validate(t, v, sp, offset, end)?;
+        for block in offset / bs..end.div_ceil(bs) {
+            let block_len = bs.min(v.footer().current_size.get() - block * bs);
+            let start = (block * bs).max(offset) - block * bs;
+            let stop = ((block + 1) * bs).min(end) - block * bs;
+            let entry = sp.bat.entry(t.journal, block)?;
+            let data_off = if entry == BAT_UNALLOCATED {
+                if !diff {
+                    continue;
+                }
+                self.allocate(t, v, block, true)?
+            } else {
+                let data_off = v.block_data_offset(sp, block, entry)?;
+                if !diff && start == 0 && stop == block_len {
+                    let at = sp.bat.entry_offset(block);
+                    t.journal
+                        .stage(at, &BAT_UNALLOCATED.to_be_bytes())
+                        .map_err(|e| Error::io(e, "staging a VHD BAT entry").offset(at))?;
+                    sp.bat.forget(block);
+                    discard(t, data_off, bs)?;
+                    continue;
+                }
+                discard(t, data_off + start, stop - start)?;
+                data_off
+            };
+            if diff {
+                mark_present(t, data_off - sp.bitmap_bytes, start, stop - start)?;
+            }
         }
         Ok(())
     }
@@ -183,9 +225,29 @@ impl VhdEngine {
     }
 }
 
+/// Validates every allocated block of `[offset, end)` before anything is written: a damaged
+/// BAT must not turn a write into an overwrite of the file's own structures.
+fn validate(t: &Target<'_>, v: &Vhd, sp: &Sparse, offset: u64, end: u64) -> Result<()> {
+    let bs = u64::from(sp.block_size);
+    for block in offset / bs..end.div_ceil(bs) {
+        let entry = sp.bat.entry(t.journal, block)?;
+        if entry != BAT_UNALLOCATED {
+            let data = v.block_data_offset(sp, block, entry)?;
+            guard(v, sp, block, data - sp.bitmap_bytes, sp.bitmap_bytes + bs)?;
+        }
+    }
+    Ok(())
+}
+
+fn discard(t: &Target<'_>, at: u64, len: u64) -> Result<()> {
+    t.file
+        .discard(at, len)
+        .map_err(|e| Error::io(e, "zeroing trimmed VHD payload").offset(at))
+}
+
 /// Refuses a block at `[off, off + len)` that overlaps the footer copy, the dynamic header,
 /// the BAT or a parent locator's data.
-fn guard(v: &Vhd, sp: &crate::vhd::open::Sparse, block: u64, off: u64, len: u64) -> Result<()> {
+fn guard(v: &Vhd, sp: &Sparse, block: u64, off: u64, len: u64) -> Result<()> {
     let h = &sp.header;
     let mut taken = vec![
         (0, ft::SIZE as u64),

@@ -47,6 +47,7 @@ use crate::vhdx::Vhdx;
 #[derive(Debug)]
 pub struct VhdxEngine {
     headers: Option<HeaderWriter>,
+    data_renewed: bool,
     log_guid: Option<Guid>,
     log_in_header: bool,
     sequence: u64,
@@ -86,6 +87,7 @@ impl VhdxEngine {
         }
         Ok(VhdxEngine {
             headers: None,
+            data_renewed: false,
             log_guid: None,
             log_in_header: false,
             sequence: 0,
@@ -98,15 +100,24 @@ impl VhdxEngine {
         self.max_pages
     }
 
-    /// Before the first change: new FileWriteGuid and DataWriteGuid in both headers.
-    fn begin(&mut self, t: &Target<'_>) -> Result<()> {
-        if self.headers.is_some() {
+    /// Before the first change: a new FileWriteGuid in both headers, and before the first
+    /// change of the content (`data`) a new DataWriteGuid. Changes that keep every byte the
+    /// disk reads (compaction) keep the DataWriteGuid, so children stay linked.
+    pub(crate) fn begin(&mut self, t: &Target<'_>, data: bool) -> Result<()> {
+        let renew = data && !self.data_renewed;
+        if self.headers.is_some() && !renew {
             return Ok(());
         }
-        let mut hw = HeaderWriter::new(vhdx(t).headers());
-        let data = Guid::from_uuid(uuid::Uuid::new_v4());
-        hw.update_both(t.file, |h| h.data_write_guid = data)?;
-        self.headers = Some(hw);
+        let hw = self
+            .headers
+            .get_or_insert_with(|| HeaderWriter::new(vhdx(t).headers()));
+        let guid = Guid::from_uuid(uuid::Uuid::new_v4());
+        hw.update_both(t.file, |h| {
+            if renew {
+                h.data_write_guid = guid;
+            }
+        })?;
+        self.data_renewed |= renew;
         Ok(())
     }
 
@@ -123,7 +134,7 @@ impl VhdxEngine {
         for block in blocks.clone() {
             self.validate(v, block, bs.min(size - block * bs))?;
         }
-        self.begin(t)?;
+        self.begin(t, true)?;
         for block in blocks {
             let start = (block * bs).max(offset);
             let stop = ((block + 1) * bs).min(end);
@@ -136,6 +147,98 @@ impl VhdxEngine {
                 piece,
                 bs.min(size - block * bs),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Makes `[offset, offset + len)` (whole logical sectors) read as zeros and frees what it
+    /// can (see [`super::WritableDisk::trim`]):
+    /// - a whole block of a dynamic disk becomes NOT_PRESENT (reads zeros; no parent);
+    /// - a whole block of a differencing disk becomes ZERO: NOT_PRESENT or UNMAPPED would let
+    ///   the parent's data (or, for UNMAPPED, anything) show through, ZERO must read zeros;
+    /// - a block of a fixed disk (LeaveBlockAllocated) stays allocated and is zeroed;
+    /// - part of a present block is zeroed in the file (a hole where the host can punch one);
+    ///   in a differencing disk its sectors are also marked present, hiding the parent;
+    /// - part of a not-present block of a differencing disk gets a new block (reading zeros,
+    ///   costing no space: the file is extended over it) with those sectors marked present.
+    ///
+    /// The space of a freed block is punched at once: until the BAT change is committed the
+    /// old entry still points at it and reads zeros, which is what a trim asks for.
+    pub(crate) fn trim(&mut self, t: &Target<'_>, offset: u64, len: u64) -> Result<()> {
+        let v = vhdx(t);
+        let m = v.metadata();
+        let bs = u64::from(m.block_size);
+        let size = m.virtual_size;
+        let diff = m.has_parent;
+        let end = offset + len;
+        let blocks = offset / bs..end.div_ceil(bs);
+        for block in blocks.clone() {
+            self.validate(v, block, bs.min(size - block * bs))?;
+        }
+        self.begin(t, true)?;
+        for block in blocks {
+            let block_len = bs.min(size - block * bs);
+            let start = (block * bs).max(offset) - block * bs;
+            let stop = ((block + 1) * bs).min(end) - block * bs;
+            let whole = start == 0 && stop == block_len;
+            let entry = v.payload_entry(block)?;
+            let state = fb::entry_state(entry);
+            let present = matches!(
+                state,
+                fb::PAYLOAD_FULLY_PRESENT | fb::PAYLOAD_PARTIALLY_PRESENT
+            );
+            if present && (!whole || m.leave_block_allocated) {
+                let off = v.data_offset(block, entry)?;
+                if m.leave_block_allocated {
+                    // A fixed disk keeps its space: zeros are written, no hole is punched.
+                    t.file
+                        .write_zeroes_at(off + start, stop - start)
+                        .map_err(|e| Error::io(e, "zeroing trimmed VHDX payload").offset(off))?;
+                } else {
+                    discard(t, off + start, stop - start)?;
+                }
+                if state == fb::PAYLOAD_PARTIALLY_PRESENT {
+                    self.mark_present(t, v, block, start, stop - start, false)?;
+                    if self.block_complete(t, v, block, block_len)? {
+                        self.set_entry(
+                            t,
+                            v,
+                            block,
+                            fb::make_entry(fb::PAYLOAD_FULLY_PRESENT, off),
+                        )?;
+                    }
+                }
+            } else if whole
+                || matches!(
+                    state,
+                    fb::PAYLOAD_UNDEFINED | fb::PAYLOAD_UNMAPPED | fb::PAYLOAD_UNMAPPED_V095
+                )
+            {
+                // (A block whose content is undefined may read anything: making the whole of
+                // it read zeros is a valid trim of any part of it.)
+                let target = if diff {
+                    fb::PAYLOAD_ZERO
+                } else {
+                    fb::PAYLOAD_NOT_PRESENT
+                };
+                let reads_zero = !present
+                    && (state == fb::PAYLOAD_ZERO || (!diff && state == fb::PAYLOAD_NOT_PRESENT));
+                if !reads_zero {
+                    self.set_entry(t, v, block, fb::make_entry(target, 0))?;
+                }
+                if present {
+                    discard(t, v.data_offset(block, entry)?, bs)?;
+                }
+            } else if diff && state == fb::PAYLOAD_NOT_PRESENT {
+                let off = allocate(t, v, bs)?;
+                self.mark_present(t, v, block, start, stop - start, true)?;
+                self.set_entry(
+                    t,
+                    v,
+                    block,
+                    fb::make_entry(fb::PAYLOAD_PARTIALLY_PRESENT, off),
+                )?;
+            }
         }
         Ok(())
     }
@@ -438,6 +541,12 @@ fn stage_bat(t: &Target<'_>, v: &Vhdx, idx: u64, entry: u64) -> Result<()> {
         .map_err(|e| Error::io(e, "staging a VHDX BAT entry").offset(at))?;
     v.bat().forget(idx);
     Ok(())
+}
+
+fn discard(t: &Target<'_>, at: u64, len: u64) -> Result<()> {
+    t.file
+        .discard(at, len)
+        .map_err(|e| Error::io(e, "zeroing trimmed VHDX payload").offset(at))
 }
 
 fn write_payload(t: &Target<'_>, buf: &[u8], at: u64) -> Result<()> {
