@@ -53,6 +53,11 @@ impl Vhdx {
         self.file_len.load(Ordering::Acquire)
     }
 
+    /// Records that the write path cut the file to `len` bytes.
+    pub(crate) fn set_file_len(&self, len: u64) {
+        self.file_len.store(len, Ordering::Release);
+    }
+
     /// Records that the write path grew the file to `len` bytes.
     pub(crate) fn note_file_len(&self, len: u64) {
         self.file_len.fetch_max(len, Ordering::AcqRel);

@@ -35,8 +35,12 @@
 //! nothing and allocates nothing. A whole-block zero write over a not-present block of a
 //! differencing VHDX sets the block's ZERO state instead of allocating it.
 
+pub mod compact;
+pub mod layout;
 pub mod vhd;
 pub mod vhdx;
+
+pub use compact::{CompactMode, CompactStats};
 
 use crate::chain::{Disk, OpenOptions};
 use crate::disk::{check_range, Extent, VirtualDisk};

@@ -143,11 +143,7 @@ impl VhdEngine {
             } else {
                 let data_off = v.block_data_offset(sp, block, entry)?;
                 if !diff && start == 0 && stop == block_len {
-                    let at = sp.bat.entry_offset(block);
-                    t.journal
-                        .stage(at, &BAT_UNALLOCATED.to_be_bytes())
-                        .map_err(|e| Error::io(e, "staging a VHD BAT entry").offset(at))?;
-                    sp.bat.forget(block);
+                    self.release(t, block)?;
                     discard(t, data_off, bs)?;
                     continue;
                 }
@@ -188,12 +184,42 @@ impl VhdEngine {
             .map_err(|e| Error::io(e, "writing a VHD sector bitmap").offset(bitmap_off))?;
         self.footer_offset = new_footer;
         v.note_file_len(new_footer + ft::SIZE as u64);
+        self.stage_entry(t, block, sector)?;
+        Ok(data_off)
+    }
+
+    /// Stages block `block` as unallocated (its space becomes free once committed).
+    pub(crate) fn release(&mut self, t: &Target<'_>, block: u64) -> Result<()> {
+        self.stage_entry(t, block, BAT_UNALLOCATED)
+    }
+
+    /// Stages block `block` at file offset `at` (its bitmap's first byte).
+    pub(crate) fn point(&mut self, t: &Target<'_>, block: u64, at: u64) -> Result<()> {
+        let sector = u32::try_from(at / SECTOR)
+            .map_err(|_| Error::invalid_argument("block offset past what a VHD BAT entry holds"))?;
+        self.stage_entry(t, block, sector)
+    }
+
+    fn stage_entry(&mut self, t: &Target<'_>, block: u64, entry: u32) -> Result<()> {
+        let sp = vhd(t).sparse().expect("dynamic or differencing");
         let at = sp.bat.entry_offset(block);
         t.journal
-            .stage(at, &sector.to_be_bytes())
+            .stage(at, &entry.to_be_bytes())
             .map_err(|e| Error::io(e, "staging a VHD BAT entry").offset(at))?;
         sp.bat.forget(block);
-        Ok(data_off)
+        Ok(())
+    }
+
+    /// Writes the footer at `at` (before the file is cut there) and flushes.
+    pub(crate) fn move_footer(&mut self, t: &Target<'_>, at: u64) -> Result<()> {
+        t.file
+            .write_all_at(self.footer.as_bytes(), at)
+            .map_err(|e| Error::io(e, "writing the VHD footer").offset(at))?;
+        t.file
+            .sync()
+            .map_err(|e| Error::io(e, "flushing the VHD footer"))?;
+        self.footer_offset = at;
+        Ok(())
     }
 
     /// Commits the staged sectors: flush, bitmaps, BAT, flush.

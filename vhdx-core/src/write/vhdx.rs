@@ -340,6 +340,11 @@ impl VhdxEngine {
         }
     }
 
+    /// Stages BAT entry `idx` (payload or sector bitmap).
+    pub(crate) fn stage_index(&mut self, t: &Target<'_>, idx: u64, entry: u64) -> Result<()> {
+        stage_bat(t, vhdx(t), idx, entry)
+    }
+
     /// Stages BAT entry of payload `block`.
     fn set_entry(&mut self, t: &Target<'_>, v: &Vhdx, block: u64, entry: u64) -> Result<()> {
         let idx = fb::payload_bat_index(block, v.chunk_ratio());

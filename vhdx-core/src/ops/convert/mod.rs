@@ -220,7 +220,7 @@ fn folder_of(out: &Path) -> &Path {
 }
 
 /// The temporary name the output is built under, beside `out`.
-fn temp_path(out: &Path) -> Result<PathBuf> {
+pub(crate) fn temp_path(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
         .ok_or_else(|| Error::invalid_argument("the output path has no file name").in_file(out))?;
@@ -234,7 +234,7 @@ fn temp_path(out: &Path) -> Result<PathBuf> {
 
 /// Moves the complete `tmp` to `out`: a rename when overwriting is allowed, else a hard link
 /// (atomic refusal of an existing name) with a checked rename for file systems without links.
-fn place(tmp: &Path, out: &Path, overwrite: bool) -> Result<()> {
+pub(crate) fn place(tmp: &Path, out: &Path, overwrite: bool) -> Result<()> {
     let exists = || Error::invalid_argument("the output file already exists").in_file(out);
     let moved = if overwrite {
         std::fs::rename(tmp, out)
