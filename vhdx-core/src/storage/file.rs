@@ -272,7 +272,9 @@ mod tests {
         assert!(buf[1000..end].iter().all(|&b| b == 0));
         assert!(buf[end..].iter().all(|&b| b == 5));
         // The aligned middle is a hole now (where the file system can punch).
-        let data = crate::storage::sparse::next_data(s.file(), 4096).unwrap().unwrap();
+        let data = crate::storage::sparse::next_data(s.file(), 4096)
+            .unwrap()
+            .unwrap();
         assert!(data.0 >= 2 << 20, "{data:?}");
         s.write_all_at(&[1, 2, 3], 3 << 20).unwrap();
         s.copy_within(3 << 20, 100, 5).unwrap();
