@@ -21,6 +21,8 @@ CLI:
     build_images.py fixtures [OUTDIR]          build the committed set (default testdata/chain)
     build_images.py chain NAME DIR             build one chain NAME into DIR (uncompressed)
     build_images.py expect NAME FILE OUT       expected raw content of FILE of chain NAME
+    build_images.py usage NAME                 per file of chain NAME (JSON): bytes read
+                                               from each chain depth, marked zero, in no file
     build_images.py variant NAME DIR           images for error-path tests (see VARIANTS)
     build_images.py selftest                   CRC-32C check value etc.
 """
@@ -486,6 +488,7 @@ class Model:
 
     def __init__(self, size, block_size, parent=None):
         self.size, self.block_size, self.parent = size, block_size, parent
+        self.level = 0 if parent is None else parent.level + 1
 
     def apply(self, blocks, sector_size, differencing, libvhdi=None):
         """libvhdi=None: the spec (A.9, B.7). libvhdi="vhdx"/"vhd": what libvhdi 20260901
@@ -521,7 +524,54 @@ class Model:
             elif kind == "not_present":
                 pass
         self.exp = exp
+        self.owners(blocks, sector_size, differencing)
         return self
+
+    def owners(self, blocks, sector_size, differencing):
+        """Which level answers each sector of the described blocks (spec rules, independent
+        of the content above): ("data", level), ("zero", level) or None (no level: zeros).
+        A.7/A.9: ZERO, UNMAPPED and UNDEFINED read zeros and hide the parent; NOT_PRESENT and
+        the unset-bit sectors of a partial block defer to the parent. B.7: a dynamic VHD's
+        allocated block is read whole from its file, unset bits included (as QEMU does)."""
+        spb = self.block_size // sector_size
+        own = {} if self.parent is None else {k: list(v) for k, v in self.parent.own.items()}
+        for p, spec in blocks.items():
+            kind = spec[0]
+            if kind == "full" or (kind == "partial" and not differencing):
+                own[p] = [("data", self.level)] * spb
+            elif kind == "partial":
+                cur = own.get(p, [None] * spb)
+                for s in spec[1]:
+                    cur[s] = ("data", self.level)
+                own[p] = cur
+            elif kind in ("zero", "unmapped", "undefined"):
+                own[p] = [("zero", self.level)] * spb
+        self.own, self.sector_size = own, sector_size
+
+    def usage(self):
+        """Where this file's virtual bytes are read from: per chain depth (0 = this file) the
+        data bytes and the bytes a level marks zero, plus the bytes no level holds."""
+        bs, sec = self.block_size, self.sector_size
+        data, zero = [0] * (self.level + 1), [0] * (self.level + 1)
+        unallocated = 0
+        for b in range(ceil_div(self.size, bs)):
+            if b not in self.own:
+                unallocated += min(bs, self.size - b * bs)
+                continue
+            for s, o in enumerate(self.own[b]):
+                a = b * bs + s * sec
+                if a >= self.size:
+                    break
+                n = min(sec, self.size - a)
+                if o is None:
+                    unallocated += n
+                elif o[0] == "data":
+                    data[self.level - o[1]] += n
+                else:
+                    zero[self.level - o[1]] += n
+        levels = [{"depth": d, "data_bytes": data[d], "zero_bytes": zero[d]}
+                  for d in range(self.level + 1)]
+        return {"levels": levels, "unallocated_bytes": unallocated}
 
     def write(self, out):
         w = SparseWriter(out)
@@ -891,6 +941,11 @@ def main(argv):
                     model.write(out)
                     return
         raise SystemExit("no file %s in chain %s" % (fname, name))
+    elif argv[1] == "usage":
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps({f: model.usage() for f, model in CHAINS[argv[2]]()(d)}))
     elif argv[1] == "variant":
         variant(argv[2], argv[3])
     elif argv[1] == "selftest":

@@ -639,3 +639,96 @@ fn create_differencing_reads_as_parent() {
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
     assert_eq!(fs::metadata(&b).unwrap().len(), 24 * MIB);
 }
+
+/// Issue #4 item 4: `info` on a differencing disk says how many of its bytes are read from
+/// the parent, per chain level, and that only a merge gives them back. Oracle: `qemu-img
+/// map` of the qemu-made parent (a fresh child holds nothing itself).
+#[test]
+fn info_reports_the_bytes_read_from_parent_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("base.vhd");
+    let size = 20 * MIB;
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=dynamic,force_size=on",
+        s(&parent),
+        &size.to_string(),
+    ]);
+    run_tool(
+        "qemu-io",
+        &[
+            "-f",
+            "vpc",
+            "-c",
+            "write -P 0x11 1M 64k",
+            "-c",
+            "write -P 0x22 9437184 3M",
+            s(&parent),
+        ],
+    );
+    let map: Value = serde_json::from_slice(&qemu_img(&[
+        "map",
+        "--output=json",
+        "-f",
+        "vpc",
+        s(&parent),
+    ]))
+    .unwrap();
+    let in_parent: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert!(in_parent > 0);
+    let child = dir.path().join("child.vhd");
+    let o = vhdx(&["create", s(&child), "--parent", s(&parent)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let o = vhdx(&["info", "--json", s(&child)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let info = json(&o);
+    assert_eq!(info["chain_usage_note"], Value::Null);
+    let u = &info["chain_usage"];
+    let levels = u["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    for (depth, (l, name)) in levels.iter().zip(["child.vhd", "base.vhd"]).enumerate() {
+        assert_eq!(l["depth"], depth);
+        assert!(l["path"].as_str().unwrap().ends_with(name), "{l}");
+        assert_eq!(l["zero_bytes"], 0);
+    }
+    assert_eq!(levels[0]["data_bytes"], 0);
+    assert_eq!(levels[1]["data_bytes"], in_parent);
+    assert_eq!(u["parent_data_bytes"], in_parent);
+    assert_eq!(u["zero_bytes"], 0);
+    assert_eq!(u["unallocated_bytes"], size - in_parent);
+    let note = u["note"].as_str().unwrap();
+    assert!(note.contains(&format!("({in_parent} bytes)")), "{note}");
+    assert!(note.contains("only merging the chain can"), "{note}");
+
+    let o = vhdx(&["info", s(&child)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    let human = vhdx_core::bytes::human_size;
+    for want in [
+        "chain usage".to_string(),
+        "0: child.vhd: 0 B data".to_string(),
+        format!("1: base.vhd: {} data", human(in_parent)),
+        format!("in no file (reads as zeros): {}", human(size - in_parent)),
+        note.to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+
+    // Without its parent the usage cannot be known; the text says how to name the parent.
+    fs::remove_file(&parent).unwrap();
+    let o = vhdx(&["info", s(&child)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("chain usage: not computed"), "{text}");
+}

@@ -107,6 +107,34 @@ pub trait VirtualDisk: Send + Sync {
     /// The status of the range starting at `offset`: returns the longest extent (at most
     /// `length` bytes, and at least one byte when `length > 0`) whose status is uniform.
     fn block_status(&self, offset: u64, length: u64) -> Result<Extent>;
+
+    /// Calls `f` with consecutive extents covering `[offset, offset + length)` (inside the
+    /// disk), in order; neighbours may share a status. The default asks
+    /// [`block_status`](Self::block_status) once per extent; layered disks override it to
+    /// resolve each range once, so the cost grows with the number of extents instead of with
+    /// the extents times the size of the resolution window.
+    fn visit_extents(
+        &self,
+        offset: u64,
+        length: u64,
+        f: &mut dyn FnMut(Extent) -> Result<()>,
+    ) -> Result<()> {
+        check_range(self.size(), offset, length)?;
+        let end = offset + length;
+        let mut off = offset;
+        while off < end {
+            let e = self.block_status(off, end - off)?;
+            if e.length == 0 || e.length > end - off {
+                return Err(Error::new(
+                    crate::ErrorKind::Corrupt,
+                    format!("internal: extent of {} bytes at {off:#x}", e.length),
+                ));
+            }
+            off += e.length;
+            f(e)?;
+        }
+        Ok(())
+    }
 }
 
 impl<T: VirtualDisk + ?Sized> VirtualDisk for Arc<T> {
@@ -124,6 +152,14 @@ impl<T: VirtualDisk + ?Sized> VirtualDisk for Arc<T> {
     }
     fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
         (**self).block_status(offset, length)
+    }
+    fn visit_extents(
+        &self,
+        offset: u64,
+        length: u64,
+        f: &mut dyn FnMut(Extent) -> Result<()>,
+    ) -> Result<()> {
+        (**self).visit_extents(offset, length, f)
     }
 }
 
@@ -259,14 +295,7 @@ pub fn layer_status<L: Layer + ?Sized>(layer: &L, offset: u64, length: u64) -> R
                 return Ok(Extent {
                     offset,
                     length: e.length,
-                    status: match e.status {
-                        Status::Data { depth, file_offset } => Status::Data {
-                            depth: depth + 1,
-                            file_offset,
-                        },
-                        Status::Zero { depth } => Status::Zero { depth: depth + 1 },
-                        Status::Unallocated => Status::Unallocated,
-                    },
+                    status: one_level_deeper(e.status),
                 });
             }
             _ => Status::Unallocated,
@@ -279,23 +308,98 @@ pub fn layer_status<L: Layer + ?Sized>(layer: &L, offset: u64, length: u64) -> R
     })
 }
 
+/// A parent's status as its child reports it: the same, one level deeper in the chain.
+fn one_level_deeper(status: Status) -> Status {
+    match status {
+        Status::Data { depth, file_offset } => Status::Data {
+            depth: depth + 1,
+            file_offset,
+        },
+        Status::Zero { depth } => Status::Zero { depth: depth + 1 },
+        Status::Unallocated => Status::Unallocated,
+    }
+}
+
+/// [`VirtualDisk::visit_extents`] for a layer: each window of the layer is resolved once and
+/// the ranges it leaves to the parent are visited in the parent, one level deeper.
+pub fn layer_extents<L: Layer + ?Sized>(
+    layer: &L,
+    offset: u64,
+    length: u64,
+    f: &mut dyn FnMut(Extent) -> Result<()>,
+) -> Result<()> {
+    check_range(layer.layer_size(), offset, length)?;
+    let end = offset + length;
+    let mut segs = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let want = (end - pos).min(WINDOW);
+        segs.clear();
+        layer.resolve(pos, want, &mut segs)?;
+        let mut voff = pos;
+        for s in &segs {
+            let status = match s.source {
+                Source::Data { file_offset } => Some(Status::Data {
+                    depth: 0,
+                    file_offset: Some(file_offset),
+                }),
+                Source::Zero => Some(Status::Zero { depth: 0 }),
+                Source::Parent => match layer.parent_disk()? {
+                    Some(p) => {
+                        // A parent smaller than its child holds nothing past its end.
+                        let inside = p.size().saturating_sub(voff).min(s.length);
+                        if inside > 0 {
+                            p.visit_extents(voff, inside, &mut |e| {
+                                f(Extent {
+                                    status: one_level_deeper(e.status),
+                                    ..e
+                                })
+                            })?;
+                        }
+                        if inside < s.length {
+                            f(Extent {
+                                offset: voff + inside,
+                                length: s.length - inside,
+                                status: Status::Unallocated,
+                            })?;
+                        }
+                        None
+                    }
+                    None => Some(Status::Unallocated),
+                },
+            };
+            if let Some(status) = status {
+                f(Extent {
+                    offset: voff,
+                    length: s.length,
+                    status,
+                })?;
+            }
+            voff += s.length;
+        }
+        if voff - pos != want {
+            return Err(Error::new(
+                crate::ErrorKind::Corrupt,
+                format!(
+                    "internal: {} resolved {} of {want} bytes at {pos:#x}",
+                    layer.describe(),
+                    voff - pos
+                ),
+            ));
+        }
+        pos = voff;
+    }
+    Ok(())
+}
+
 /// Every extent of `disk`, merged where neighbours share a status (file offsets are dropped
 /// from merged data extents that are not contiguous in the file).
 pub fn extents(disk: &dyn VirtualDisk) -> Result<Vec<Extent>> {
-    let size = disk.size();
     let mut out: Vec<Extent> = Vec::new();
-    let mut off = 0u64;
-    while off < size {
-        let e = disk.block_status(off, size - off)?;
-        if e.length == 0 {
-            return Err(Error::new(
-                crate::ErrorKind::Corrupt,
-                format!("internal: empty extent at {off:#x}"),
-            ));
-        }
+    disk.visit_extents(0, disk.size(), &mut |e| {
         push_extent(&mut out, e);
-        off += e.length;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -7,8 +7,8 @@ use super::{ChainArgs, CliError};
 use crate::output::{print_json, size, size_exact, Fields};
 use crate::EXIT_OK;
 use std::io::{self, Write};
-use std::path::PathBuf;
-use vhdx_core::ops::info::ParentInfo;
+use std::path::{Path, PathBuf};
+use vhdx_core::ops::info::{ChainUsage, ParentInfo};
 use vhdx_core::{Format, Info};
 
 /// Arguments of `vhdx info`.
@@ -173,6 +173,11 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
             )?;
         }
     }
+    match (&info.chain_usage, &info.chain_usage_note) {
+        (Some(u), _) => render_chain_usage(out, u)?,
+        (None, Some(note)) => writeln!(out, "chain usage: {note}")?,
+        (None, None) => {}
+    }
     if !info.warnings.is_empty() {
         writeln!(out, "warnings:")?;
         for w in &info.warnings {
@@ -183,6 +188,31 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where the bytes are read from: one line per level with its file name, then the bytes no
+/// file holds and the note on reclaiming the parents' share.
+fn render_chain_usage(out: &mut dyn Write, u: &ChainUsage) -> io::Result<()> {
+    writeln!(
+        out,
+        "chain usage (where the virtual disk's bytes are read from):"
+    )?;
+    for l in &u.levels {
+        let name = Path::new(&l.path)
+            .file_name()
+            .map_or_else(|| l.path.clone(), |n| n.to_string_lossy().into_owned());
+        let mut line = format!("  {}: {name}: {} data", l.depth, size(l.data_bytes));
+        if l.zero_bytes > 0 {
+            line.push_str(&format!(", {} marked zero", size(l.zero_bytes)));
+        }
+        writeln!(out, "{line}")?;
+    }
+    writeln!(
+        out,
+        "  in no file (reads as zeros): {}",
+        size(u.unallocated_bytes)
+    )?;
+    writeln!(out, "  {}", u.note)
 }
 
 fn render_parent(out: &mut dyn Write, p: &ParentInfo) -> io::Result<()> {

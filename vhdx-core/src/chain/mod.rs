@@ -7,10 +7,12 @@ mod paths;
 
 pub use paths::{host_path_from_windows, is_inside, without_cur_dir};
 
-use crate::disk::{layer_status, read_layer, Extent, Layer, Segment, VirtualDisk};
+use crate::disk::{layer_extents, layer_status, read_layer, Extent, Layer, Segment, VirtualDisk};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::Image;
-use crate::ops::info::{ChainEntry, DiskType, Format, Info, LocatorInfo, ParentInfo};
+use crate::ops::info::{
+    chain_usage, ChainEntry, ChainUsage, DiskType, Format, Info, LocatorInfo, ParentInfo,
+};
 use crate::raw::RawImage;
 use crate::report::Report;
 use crate::storage::{FileStorage, MemStorage, MmapStorage, Storage};
@@ -340,7 +342,59 @@ impl Disk {
         if let Some(p) = &self.path {
             info.host_allocated_bytes = host_allocated_bytes(p);
         }
+        if self.disk_type() == DiskType::Differencing {
+            let paths = info.chain.iter().map(|c| c.path.clone()).collect();
+            match self.chain_usage(scan, paths) {
+                Ok(usage) => info.chain_usage = Some(usage),
+                Err(note) => info.chain_usage_note = Some(note),
+            }
+        }
         Ok(info)
+    }
+
+    /// Where the chain's bytes are read from, under the same bound as the block statistics:
+    /// walked by default only while the chain's block tables together stay within the
+    /// format's `INFO_SCAN_LIMIT` entries, always with `scan`. `Err` is the note saying why
+    /// it was not computed. Info reports what it can, so a chain that cannot be walked
+    /// (a parent missing, a damaged table) becomes a note rather than an error.
+    fn chain_usage(
+        &self,
+        scan: bool,
+        paths: Vec<String>,
+    ) -> std::result::Result<ChainUsage, String> {
+        let chain = self.chain();
+        if let Some(d) = chain.iter().find(|d| d.parent_error.is_some()) {
+            let name = d
+                .path
+                .as_ref()
+                .map_or_else(|| "<memory>".into(), |p| p.display().to_string());
+            return Err(format!(
+                "not computed: the parent of {name} is not open; pass --parent PATH (Python: \
+                 parent=...) to see where the virtual disk's bytes are read from"
+            ));
+        }
+        let entries: u64 = chain.iter().map(|d| d.block_table_entries()).sum();
+        let limit = match self.format() {
+            Format::Vhd => crate::vhd::INFO_SCAN_LIMIT,
+            Format::Vhdx | Format::Raw => crate::vhdx::INFO_SCAN_LIMIT,
+        };
+        if !scan && entries > limit {
+            return Err(format!(
+                "not scanned: the block tables of the chain have {entries} entries; pass --scan \
+                 (Python: scan=True) to see where the virtual disk's bytes are read from"
+            ));
+        }
+        chain_usage(self, paths).map_err(|e| format!("not computed: {e}"))
+    }
+
+    /// Entries of this image's block table (0 for images without one): the unit of work of
+    /// an allocation walk.
+    fn block_table_entries(&self) -> u64 {
+        match &self.image {
+            Image::Vhdx(v) => v.bat().len(),
+            Image::Vhd(v) => v.sparse().map_or(0, |s| s.blocks),
+            Image::Raw(_) => 0,
+        }
     }
 
     /// Checks every structure of this image (not its parents) and the parent link.
@@ -664,5 +718,13 @@ impl VirtualDisk for Disk {
     }
     fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
         layer_status(self, offset, length)
+    }
+    fn visit_extents(
+        &self,
+        offset: u64,
+        length: u64,
+        f: &mut dyn FnMut(Extent) -> Result<()>,
+    ) -> Result<()> {
+        layer_extents(self, offset, length, f)
     }
 }

@@ -1,6 +1,9 @@
 //! The information model behind `vhdx info`, `info --json` and Python `Disk.info()`: one
 //! serializable struct, filled by each format, so both fronts print the same facts.
 
+use crate::bytes::human_size_exact;
+use crate::disk::{Status, VirtualDisk};
+use crate::error::{Error, ErrorKind, Result};
 use crate::report::Finding;
 use serde::Serialize;
 
@@ -185,6 +188,92 @@ pub struct BlockStats {
     pub fragmentation_percent: f64,
 }
 
+/// What one image of a chain gives the virtual disk (see [`ChainUsage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LevelUsage {
+    /// Chain depth: 0 = the disk itself, 1 = its parent, and so on.
+    pub depth: u32,
+    /// Path of the image.
+    pub path: String,
+    /// Bytes of the virtual disk whose data is read from this image.
+    pub data_bytes: u64,
+    /// Bytes that read as zeros because this image marks them zero (VHDX ZERO, UNMAPPED or
+    /// UNDEFINED blocks), hiding any deeper image.
+    pub zero_bytes: u64,
+}
+
+/// Where the bytes of a differencing disk are read from, over the whole chain. Only the
+/// allocation is consulted (block tables and sector bitmaps), never the payload. The data
+/// and zero bytes of every level plus `unallocated_bytes` add up to the virtual size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainUsage {
+    /// One entry per image of the chain, this disk first.
+    pub levels: Vec<LevelUsage>,
+    /// Bytes whose data is read from parent files (depth 1 and deeper): what compacting
+    /// this disk cannot give back and merging the chain can.
+    pub parent_data_bytes: u64,
+    /// Bytes that read as zeros because some level marks them zero.
+    pub zero_bytes: u64,
+    /// Bytes no image of the chain holds (they read as zeros).
+    pub unallocated_bytes: u64,
+    /// What the parent bytes mean for reclaiming space, in a sentence.
+    pub note: String,
+}
+
+/// Tallies where each byte of `disk` is read from; `paths` names the chain's images, this
+/// disk first. Reads only allocation ([`VirtualDisk::visit_extents`]), never payload.
+pub fn chain_usage(disk: &dyn VirtualDisk, paths: Vec<String>) -> Result<ChainUsage> {
+    let mut levels: Vec<LevelUsage> = paths
+        .into_iter()
+        .zip(0u32..)
+        .map(|(path, depth)| LevelUsage {
+            depth,
+            path,
+            data_bytes: 0,
+            zero_bytes: 0,
+        })
+        .collect();
+    let mut unallocated_bytes = 0u64;
+    disk.visit_extents(0, disk.size(), &mut |e| {
+        let depth = match e.status {
+            Status::Data { depth, .. } | Status::Zero { depth } => depth,
+            Status::Unallocated => {
+                unallocated_bytes += e.length;
+                return Ok(());
+            }
+        };
+        let n = levels.len();
+        let level = levels.get_mut(depth as usize).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("internal: an extent at depth {depth} of a chain of {n} images"),
+            )
+        })?;
+        match e.status {
+            Status::Data { .. } => level.data_bytes += e.length,
+            _ => level.zero_bytes += e.length,
+        }
+        Ok(())
+    })?;
+    let parent_data_bytes = levels.iter().skip(1).map(|l| l.data_bytes).sum();
+    let note = if parent_data_bytes == 0 {
+        "no byte of the virtual disk is read from parent files".to_string()
+    } else {
+        format!(
+            "{} of the virtual disk are read from parent files; compacting this disk cannot \
+             reclaim them, only merging the chain can",
+            human_size_exact(parent_data_bytes)
+        )
+    };
+    Ok(ChainUsage {
+        zero_bytes: levels.iter().map(|l| l.zero_bytes).sum(),
+        levels,
+        parent_data_bytes,
+        unallocated_bytes,
+        note,
+    })
+}
+
 /// Everything `vhdx info` reports about an image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Info {
@@ -221,6 +310,11 @@ pub struct Info {
     pub parent: Option<ParentInfo>,
     /// The opened chain, this disk first.
     pub chain: Vec<ChainEntry>,
+    /// Where the virtual disk's bytes are read from, level by level (differencing disks);
+    /// `None` when not computed (see `chain_usage_note`).
+    pub chain_usage: Option<ChainUsage>,
+    /// Why `chain_usage` is missing for a differencing disk, and how to get it.
+    pub chain_usage_note: Option<String>,
     /// Problems tolerated on open.
     pub warnings: Vec<Finding>,
 }
@@ -245,6 +339,8 @@ impl Info {
             vhd: None,
             parent: None,
             chain: Vec::new(),
+            chain_usage: None,
+            chain_usage_note: None,
             warnings: Vec::new(),
         }
     }

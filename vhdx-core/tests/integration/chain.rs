@@ -27,7 +27,8 @@ use vhdx_core::{Disk, ErrorKind, OpenOptions, ParentPolicy, Status, VirtualDisk}
 
 const MIB: u64 = 1 << 20;
 
-fn builder() -> PathBuf {
+/// The independent image builder, `testdata/build_images.py`.
+pub fn builder() -> PathBuf {
     testdata().join("build_images.py")
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of vhdx-core (one test binary; one module per area).
 
 mod chain;
+mod chain_usage;
 mod common;
 mod convert;
 mod crash;
