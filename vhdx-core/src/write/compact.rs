@@ -156,11 +156,14 @@ impl WritableDisk {
             return Err(Error::invalid_argument("the disk is closed"));
         }
         if mode == CompactMode::Retrim {
-            let gaps: Vec<_> = lay
-                .gaps()
-                .into_iter()
-                .filter(|&(o, _)| o >= lay.align.min(1 << 20))
-                .collect();
+            // Free: the gaps between blocks and structures, and what lies between the last
+            // of them and the end of the file (minus the VHD footer).
+            let used_end = lay.needed_len() - lay.tail;
+            let mut gaps: Vec<_> = lay.gaps();
+            let file_end = file_len.saturating_sub(lay.tail);
+            if file_end > used_end {
+                gaps.push((used_end, file_end - used_end));
+            }
             stats.bytes_reclaimed = gaps.iter().map(|g| g.1).sum();
             if !dry_run {
                 for (o, l) in gaps {

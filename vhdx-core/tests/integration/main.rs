@@ -3,6 +3,7 @@
 mod chain;
 mod chain_usage;
 mod common;
+mod compact;
 mod convert;
 mod crash;
 mod create;

@@ -127,7 +127,7 @@ fn random_write(rng: &mut Rng, case: &Case, block: u64, lss: u64) -> (u64, Vec<u
 }
 
 /// libvhdi's view of `windows` of `path` (with `parents`), concatenated.
-fn pyvhdi_windows(path: &Path, parents: &[PathBuf], windows: &[(u64, u64)]) -> Vec<u8> {
+pub fn pyvhdi_windows(path: &Path, parents: &[PathBuf], windows: &[(u64, u64)]) -> Vec<u8> {
     let script = r#"
 import sys, pyvhdi
 paths = sys.argv[1:]
@@ -172,7 +172,7 @@ for line in sys.stdin:
     out.stdout
 }
 
-fn qemu_compare(image: &Path, fmt: &str, shadow: &Path) {
+pub fn qemu_compare(image: &Path, fmt: &str, shadow: &Path) {
     let out = Command::new("qemu-img")
         .args(["compare", "-f", fmt, "-F", "raw"])
         .arg(image)
@@ -224,7 +224,7 @@ pub fn our_check(image: &Path) {
 
 /// Ranges of ZERO-state blocks of the top image, which libvhdi wrongly reads from the parent
 /// in differencing VHDX files (a known limit of that oracle).
-fn zero_state_ranges(disk: &Disk) -> Vec<(u64, u64)> {
+pub fn zero_state_ranges(disk: &Disk) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut off = 0;
     while off < disk.size() {
@@ -754,7 +754,7 @@ fn a_vhd_block_pointing_into_its_bat_is_refused_and_the_file_is_untouched() {
 }
 
 /// Host bytes a file occupies.
-fn allocated(p: &Path) -> u64 {
+pub fn allocated(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).unwrap().blocks() * 512
 }
