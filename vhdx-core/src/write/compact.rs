@@ -2,7 +2,7 @@
 //! no live data.
 //!
 //! - `quick`: move blocks from the end of the file into the holes (see
-//!   [`layout::plan`](super::layout::plan)), then truncate.
+//!   [`super::layout::plan`]), then truncate.
 //! - `full`: first release every allocated block that reads as zeros — dynamic disks:
 //!   unallocated; differencing disks: unallocated where the parent also reads zeros there,
 //!   else (VHDX) the ZERO state — then do what `quick` does.

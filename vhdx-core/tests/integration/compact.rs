@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 use vhdx_core::create::{create, CreateOptions};
 use vhdx_core::write::compact::compact_copy;
-use vhdx_core::{CompactMode, Disk, OpenOptions, VirtualDisk};
+use vhdx_core::{CompactMode, Disk, OpenOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -340,7 +340,7 @@ fn differencing_chains_keep_their_content_and_parents() {
         // libvhdi reads the chain the same way (outside ZERO-state blocks, which it reads
         // from the parent).
         let zeros = zero_state_ranges(&Disk::open(&child).unwrap());
-        let mut theirs = pyvhdi_windows(&child, &[parent.clone()], &[(0, 32 << 20)]);
+        let mut theirs = pyvhdi_windows(&child, std::slice::from_ref(&parent), &[(0, 32 << 20)]);
         let mut ours = before.clone();
         for (o, n) in zeros {
             theirs[o as usize..(o + n) as usize].fill(0);
