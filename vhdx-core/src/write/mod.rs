@@ -352,6 +352,14 @@ impl VirtualDisk for WritableDisk {
     fn block_status(&self, offset: u64, length: u64) -> Result<Extent> {
         self.disk.block_status(offset, length)
     }
+    fn visit_extents(
+        &self,
+        offset: u64,
+        length: u64,
+        f: &mut dyn FnMut(Extent) -> Result<()>,
+    ) -> Result<()> {
+        self.disk.visit_extents(offset, length, f)
+    }
 }
 
 /// Locks every parent of `disk` against writers, as QEMU locks backing files: a parent that
