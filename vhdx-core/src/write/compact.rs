@@ -83,7 +83,10 @@ pub struct CompactStats {
     pub zero_blocks_released: u64,
     /// Seconds the compaction took.
     pub seconds: f64,
-    /// Why nothing could be done, when that is the case (fixed disks).
+    /// Differencing disks: bytes of the virtual disk read from parent files, which
+    /// compacting this disk cannot give back (only a merge can).
+    pub parent_data_bytes: Option<u64>,
+    /// Why nothing could be done (fixed disks), or what a differencing disk's parents hold.
     pub note: Option<String>,
 }
 
@@ -139,8 +142,23 @@ impl WritableDisk {
             bytes_moved: 0,
             zero_blocks_released: 0,
             seconds: 0.0,
+            parent_data_bytes: None,
             note: None,
         };
+        if self.disk.disk_type() == DiskType::Differencing {
+            let paths = self
+                .disk
+                .chain()
+                .iter()
+                .map(|d| {
+                    d.path()
+                        .map_or_else(String::new, |p| p.display().to_string())
+                })
+                .collect();
+            let u = crate::ops::info::chain_usage(self, paths)?;
+            stats.parent_data_bytes = Some(u.parent_data_bytes);
+            stats.note = Some(u.note);
+        }
         let Some(mut lay) = self.layout()? else {
             stats.note = Some(
                 "a fixed disk has no unused blocks to give back; convert it to a dynamic disk \

@@ -336,6 +336,10 @@ fn differencing_chains_keep_their_content_and_parents() {
             len(&child) < l0 && s.zero_blocks_released >= 2,
             "{fmt}: {s:?}"
         );
+        // The parents' share is reported: the parent's 16 MiB of data minus what the child
+        // covers (2..8 MiB and 18..24 MiB).
+        assert_eq!(s.parent_data_bytes, Some(4 << 20), "{fmt}: {s:?}");
+        assert!(s.note.as_deref().unwrap_or("").contains("merg"), "{s:?}");
         our_check(&child);
         // libvhdi reads the chain the same way (outside ZERO-state blocks, which it reads
         // from the parent).
