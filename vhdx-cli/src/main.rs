@@ -1,4 +1,5 @@
-//! `vhdx`: inspect, check, map, convert and create Microsoft VHDX and VHD virtual disks.
+//! `vhdx`: inspect, check, map, convert, create, trim and compact Microsoft VHDX and VHD
+//! virtual disks.
 //!
 //! `main` parses the arguments, runs one subcommand and turns its outcome into the exit
 //! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
@@ -40,6 +41,10 @@ enum Command {
     Convert(cmd::convert::ConvertArgs),
     /// Create a new VHDX or VHD disk: fixed, dynamic, or differencing with --parent.
     Create(cmd::create::CreateArgs),
+    /// Make a range of the virtual disk read as zeros and give its space back (UNMAP/TRIM).
+    Trim(cmd::trim::TrimArgs),
+    /// Give back the space of unused and all-zero blocks, in place or into a copy (-o).
+    Compact(cmd::compact::CompactArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,8 @@ fn main() -> ExitCode {
         Command::Map(a) => cmd::map::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Create(a) => cmd::create::run(a),
+        Command::Trim(a) => cmd::trim::run(a),
+        Command::Compact(a) => cmd::compact::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

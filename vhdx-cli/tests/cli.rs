@@ -508,7 +508,9 @@ fn windows_made_differencing_vhd_without_parent() {
 fn help_and_version() {
     let o = vhdx(&["--help"]);
     assert_eq!(code(&o), 0);
-    for c in ["info", "check", "map", "convert", "create"] {
+    for c in [
+        "info", "check", "map", "convert", "create", "trim", "compact",
+    ] {
         assert!(stdout(&o).contains(c));
     }
     let o = vhdx(&["--version"]);
@@ -731,4 +733,363 @@ fn info_reports_the_bytes_read_from_parent_files() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("chain usage: not computed"), "{text}");
+}
+
+/// A 32 MiB dynamic disk made by qemu (`fmt`: `vhdx` with 1 MiB blocks and no ZERO block
+/// state, so written zeros allocate blocks; or `vpc`, 2 MiB blocks): 8 MiB of data, 8 MiB of
+/// written zeros, a hole, 4 MiB of data.
+fn qemu_dynamic(dir: &Path, name: &str, fmt: &str) -> PathBuf {
+    let p = dir.join(name);
+    let opts = if fmt == "vhdx" {
+        "block_size=1M,block_state_zero=off"
+    } else {
+        "subformat=dynamic,force_size=on"
+    };
+    qemu_img(&["create", "-q", "-f", fmt, "-o", opts, s(&p), "32M"]);
+    run_tool(
+        "qemu-io",
+        &[
+            "-f",
+            fmt,
+            "-c",
+            "write -P 1 0 8M",
+            "-c",
+            "write -z 8M 8M",
+            "-c",
+            "write -P 2 20M 4M",
+            s(&p),
+        ],
+    );
+    p
+}
+
+/// `qemu-img convert -O raw` of `img` into `out`.
+fn qemu_raw(img: &Path, fmt: &str, out: &Path) {
+    qemu_img(&["convert", "-f", fmt, "-O", "raw", s(img), s(out)]);
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).unwrap().len()
+}
+
+/// Issue #4 items 1, 2: `vhdx compact --dry-run --json` reports the three modes and changes
+/// nothing; `vhdx compact` (full) then gives back the written-zero blocks and the holes.
+/// Oracles: `qemu-img compare` with a raw export taken before, `qemu-img check` (VHDX), and
+/// the length of `qemu-img convert` of the same content into a fresh dynamic image.
+#[test]
+fn compact_in_place_keeps_the_content_and_shrinks_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fmt, block, qemu_opts) in [
+        ("d.vhdx", "vhdx", MIB, "block_size=1M"),
+        ("d.vhd", "vpc", 2 * MIB, "subformat=dynamic,force_size=on"),
+    ] {
+        let img = qemu_dynamic(dir.path(), name, fmt);
+        let before_raw = dir.path().join(format!("{name}.raw"));
+        qemu_raw(&img, fmt, &before_raw);
+        let reference = dir.path().join(format!("ref-{name}"));
+        qemu_img(&[
+            "convert",
+            "-f",
+            fmt,
+            "-O",
+            fmt,
+            "-o",
+            qemu_opts,
+            s(&img),
+            s(&reference),
+        ]);
+        let bytes = fs::read(&img).unwrap();
+        let len_before = bytes.len() as u64;
+
+        let o = vhdx(&["compact", "--dry-run", "--json", s(&img)]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert!(
+            fs::read(&img).unwrap() == bytes,
+            "{name}: the dry run changed the file"
+        );
+        let dry = json(&o);
+        let dry = dry.as_array().unwrap();
+        let modes: Vec<&str> = dry.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+        assert_eq!(modes, ["quick", "full", "retrim"], "{name}");
+        for r in dry {
+            assert_eq!(r["dry_run"], true, "{r}");
+            assert_eq!(r["path"], s(&img), "{r}");
+            assert_eq!(r["output"], Value::Null, "{r}");
+            assert_eq!(r["file_len_before"], len_before, "{r}");
+        }
+        let full = &dry[1];
+        // The 8 MiB of written zeros.
+        assert_eq!(full["zero_blocks_released"], 8 * MIB / block, "{full}");
+        assert!(
+            full["file_len_after"].as_u64() < dry[0]["file_len_after"].as_u64(),
+            "{name}: full should reclaim more than quick: {dry:?}"
+        );
+
+        let o = vhdx(&["compact", s(&img)]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{name}: {}", stderr(&o));
+        let text = stdout(&o);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(": full: ") && text.contains("reclaimed"),
+            "{text}"
+        );
+
+        qemu_img(&["compare", "-f", fmt, "-F", "raw", s(&img), s(&before_raw)]);
+        if fmt == "vhdx" {
+            qemu_img(&["check", "-f", "vhdx", s(&img)]);
+        }
+        let len_after = file_len(&img);
+        assert_eq!(Some(len_after), full["file_len_after"].as_u64(), "{name}");
+        assert!(
+            len_after < len_before,
+            "{name}: {len_before} -> {len_after}"
+        );
+        assert!(
+            len_after <= file_len(&reference),
+            "{name}: {len_after} bytes, qemu-img convert makes {}",
+            file_len(&reference)
+        );
+        let o = vhdx(&["check", s(&img)]);
+        assert_eq!(code(&o), 0, "{name}: {}{}", stdout(&o), stderr(&o));
+    }
+}
+
+/// `-o OUT` writes a compacted copy and leaves the input byte-identical; an existing OUT
+/// needs `--force`; `-o` takes one FILE; `--force` needs `-o`.
+#[test]
+fn compact_copy_leaves_the_input_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = qemu_dynamic(dir.path(), "in.vhdx", "vhdx");
+    let raw = dir.path().join("in.raw");
+    qemu_raw(&img, "vhdx", &raw);
+    let bytes = fs::read(&img).unwrap();
+    let out = dir.path().join("out.vhdx");
+    let o = vhdx(&[
+        "compact",
+        s(&img),
+        "-o",
+        s(&out),
+        "--mode",
+        "quick",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&img).unwrap() == bytes, "the input changed");
+    let v = json(&o);
+    let r = &v.as_array().unwrap()[0];
+    assert_eq!(r["output"], s(&out), "{r}");
+    assert_eq!(r["mode"], "quick", "{r}");
+    assert_eq!(r["zero_blocks_released"], 0, "{r}");
+    assert_eq!(r["file_len_before"], bytes.len() as u64, "{r}");
+    assert_eq!(r["file_len_after"], file_len(&out), "{r}");
+    qemu_img(&["compare", "-f", "vhdx", "-F", "raw", s(&out), s(&raw)]);
+    qemu_img(&["check", "-f", "vhdx", s(&out)]);
+
+    let o = vhdx(&["compact", s(&img), "-o", s(&out)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = vhdx(&["compact", s(&img), "-o", s(&out), "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{} → {}", s(&img), s(&out))),
+        "{}",
+        stdout(&o)
+    );
+    assert!(fs::read(&img).unwrap() == bytes, "the input changed");
+    qemu_img(&["compare", "-f", "vhdx", "-F", "raw", s(&out), s(&raw)]);
+    assert!(file_len(&out) < bytes.len() as u64);
+
+    let o = vhdx(&["compact", s(&img), "-o", s(&img), "--force"]);
+    assert_eq!(code(&o), 2);
+    assert!(fs::read(&img).unwrap() == bytes, "the input changed");
+    let o = vhdx(&[
+        "compact",
+        s(&img),
+        s(&out),
+        "-o",
+        s(&dir.path().join("x.vhdx")),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("one FILE"), "{}", stderr(&o));
+    let o = vhdx(&["compact", s(&img), "--force"]);
+    assert_eq!(code(&o), 2);
+    assert!(fs::read(&img).unwrap() == bytes, "the input changed");
+}
+
+/// `vhdx trim` of whole blocks (and an unaligned piece) makes them read as zeros in QEMU,
+/// changes nothing else, frees host space, and leaves a clean image.
+#[test]
+fn trim_reads_as_zeros_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fmt) in [("t.vhdx", "vhdx"), ("t.vhd", "vpc")] {
+        let img = qemu_dynamic(dir.path(), name, fmt);
+        let before = dir.path().join(format!("{name}.before.raw"));
+        qemu_raw(&img, fmt, &before);
+        let mut want = fs::read(&before).unwrap();
+        let o = vhdx(&["trim", "--json", s(&img), "2M", "4M"]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["offset"], 2 * MIB);
+        assert_eq!(r["length"], 4 * MIB);
+        // Whole host pages only: VHD blocks (bitmap sector + data) start off page edges.
+        assert!(
+            r["host_bytes_after"].as_u64().unwrap() + 4 * MIB - 64 * 1024
+                <= r["host_bytes_before"].as_u64().unwrap(),
+            "{name}: no space given back: {r}"
+        );
+        want[2 * MIB as usize..6 * MIB as usize].fill(0);
+        let o = vhdx(&["trim", s(&img), "21000000", "1000"]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("trimmed "), "{}", stdout(&o));
+        want[21_000_000..21_001_000].fill(0);
+
+        let after = dir.path().join(format!("{name}.after.raw"));
+        qemu_raw(&img, fmt, &after);
+        assert!(
+            fs::read(&after).unwrap() == want,
+            "{name}: wrong content after trim"
+        );
+        if fmt == "vhdx" {
+            qemu_img(&["check", "-f", "vhdx", s(&img)]);
+        }
+        // Past the end: refused, exit 2.
+        let o = vhdx(&["trim", s(&img), "31M", "2M"]);
+        assert_eq!(code(&o), 2);
+        assert!(
+            stderr(&o).contains("outside the virtual disk"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+/// A fixed disk has nothing to give back: a note, exit 0, the file unchanged.
+#[test]
+fn compact_fixed_disk_is_a_note_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("f.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "subformat=fixed,block_size=1M",
+        s(&img),
+        "8M",
+    ]);
+    let len = file_len(&img);
+    let o = vhdx(&["compact", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing to do"), "{}", stdout(&o));
+    let o = vhdx(&["compact", "--json", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert!(v[0]["note"].as_str().unwrap().contains("fixed"), "{v}");
+    assert_eq!(v[0]["bytes_reclaimed"], 0);
+    assert_eq!(file_len(&img), len);
+}
+
+/// A qemu-io process holding an image open (killed when dropped).
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Holds `img` open in qemu-io and waits until its locks show in /proc/locks.
+fn hold(img: &Path) -> Holder {
+    use std::os::unix::fs::MetadataExt;
+    let child = Command::new("qemu-io")
+        .args(["-f", "vhdx", "-c", "sleep 30000", s(img)])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("cannot run qemu-io");
+    let holder = Holder(child);
+    let ino = format!(":{} ", fs::metadata(img).unwrap().ino());
+    for _ in 0..200 {
+        if fs::read_to_string("/proc/locks").unwrap().contains(&ino) {
+            return holder;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("qemu-io never locked {}", img.display());
+}
+
+/// A disk in use is refused with exit 2 and "in use", naming the file; in a batch the other
+/// files are still compacted.
+#[test]
+fn compact_and_trim_refuse_a_disk_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = qemu_dynamic(dir.path(), "busy.vhdx", "vhdx");
+    let free = qemu_dynamic(dir.path(), "free.vhdx", "vhdx");
+    let free_len = file_len(&free);
+    let busy_bytes = fs::read(&busy).unwrap();
+    let _holder = hold(&busy);
+    for args in [
+        vec!["compact", s(&busy)],
+        vec!["compact", "--dry-run", s(&busy)],
+        vec!["trim", s(&busy), "0", "1M"],
+    ] {
+        let o = vhdx(&args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let err = stderr(&o);
+        assert!(err.starts_with("vhdx: error: "), "{err}");
+        assert!(err.contains("in use") && err.contains(s(&busy)), "{err}");
+    }
+    let o = vhdx(&["compact", "--json", s(&busy), s(&free)]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("in use") && err.contains(s(&busy)), "{err}");
+    let v = json(&o);
+    let v = v.as_array().unwrap();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0]["path"], s(&free));
+    assert!(file_len(&free) < free_len);
+    assert!(
+        fs::read(&busy).unwrap() == busy_bytes,
+        "the busy disk changed"
+    );
+}
+
+/// A differencing disk's chain is opened as in the other commands: without its parent
+/// compaction is refused (exit 2, naming `--parent`); with `--parent` it runs and says that
+/// the parent's bytes are not this disk's to give back. The parent file never changes.
+#[test]
+fn compact_differencing_takes_parent_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = sample_vhdx(dir.path(), 24 * MIB);
+    let child = dir.path().join("child.avhdx");
+    let o = vhdx(&["create", s(&child), "--parent", s(&parent)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let moved = dir.path().join("elsewhere.vhdx");
+    fs::rename(&parent, &moved).unwrap();
+    let parent_bytes = fs::read(&moved).unwrap();
+    let o = vhdx(&["compact", s(&child)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--parent"), "{}", stderr(&o));
+    let o = vhdx(&["compact", "--json", s(&child), "--parent", s(&moved)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert!(v[0]["parent_data_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v[0]["note"].as_str().unwrap().contains("merging"), "{v}");
+    let o = vhdx(&[
+        "compact",
+        s(&child),
+        "--parent",
+        s(&moved),
+        "--parents",
+        "strict",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing to do"), "{}", stdout(&o));
+    assert!(
+        fs::read(&moved).unwrap() == parent_bytes,
+        "the parent changed"
+    );
 }

@@ -6,8 +6,8 @@
 //! up to 64 KiB, which finish sooner than the GIL can be handed over).
 //! Errors become instances of the exception classes defined in `vhdx/errors.py` (chosen by
 //! the error's stable kind), so the class hierarchy lives in one place, in Python.
-//! Reports (`info`, `map`, `check`) cross the boundary as JSON text with the same fields as
-//! the CLI's `--json`; the Python layer turns them into dicts.
+//! Reports (`info`, `map`, `check`, `compact`) cross the boundary as JSON text with the same
+//! fields as the CLI's `--json`; the Python layer turns them into dicts.
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -17,12 +17,17 @@ use pyo3::types::{PyBytes, PyMemoryView};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vhdx_core::write::compact::{compact_copy, CompactMode};
 use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, VirtualDisk, WritableDisk};
 
 pyo3::import_exception!(io, UnsupportedOperation);
 
 /// Reads and writes up to this size keep the GIL (see [`with_io`]).
 const SMALL_IO: usize = 64 << 10;
+
+/// Least time between two calls of a Python progress callback.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Converts a core error into the matching `vhdx.errors` exception.
 fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
@@ -170,22 +175,7 @@ impl NativeDisk {
         require_parent: bool,
         writable: bool,
     ) -> PyResult<Self> {
-        let policy = match parent_policy {
-            "default" => ParentPolicy::Default,
-            "strict" => ParentPolicy::Strict,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "parent_policy must be \"default\" or \"strict\", not {other:?}"
-                )))
-            }
-        };
-        let opts = OpenOptions {
-            parents,
-            policy,
-            verify_linkage: !ignore_id_mismatch,
-            require_parent,
-            ..OpenOptions::default()
-        };
+        let opts = open_options(parents, parent_policy, ignore_id_mismatch, require_parent)?;
         let handle = py
             .detach(|| {
                 if writable {
@@ -304,6 +294,17 @@ impl NativeDisk {
         }
     }
 
+    /// Makes `length` bytes at `offset` read as zeros and gives their space back where the
+    /// format allows (see `WritableDisk::trim`). Raises `io.UnsupportedOperation` on a disk
+    /// opened read-only, and `InvalidArgumentError` for a range outside the disk.
+    fn trim(&self, py: Python<'_>, offset: u64, length: u64) -> PyResult<()> {
+        let disk = self.writer()?;
+        py.detach(|| disk.trim(offset, length))
+            .map_err(|e| to_py_err(py, e))?;
+        self.wrote.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Commits every earlier write and makes it durable (the data, then the metadata that
     /// makes it visible). Nothing to do on a disk opened read-only.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
@@ -352,6 +353,130 @@ impl NativeDisk {
         let path = disk.path().map(|p| p.display().to_string());
         json(&vhdx_core::CheckSummary::new(path, report))
     }
+}
+
+/// Open options from the keyword arguments `vhdx.open` and `vhdx.compact` share.
+fn open_options(
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    require_parent: bool,
+) -> PyResult<OpenOptions> {
+    let policy = match parent_policy {
+        "default" => ParentPolicy::Default,
+        "strict" => ParentPolicy::Strict,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "parent_policy must be \"default\" or \"strict\", not {other:?}"
+            )))
+        }
+    };
+    Ok(OpenOptions {
+        parents,
+        policy,
+        verify_linkage: !ignore_id_mismatch,
+        require_parent,
+        ..OpenOptions::default()
+    })
+}
+
+/// Hands the core's progress reports, made with the GIL released, to a Python callable:
+/// at most one call per [`PROGRESS_INTERVAL`] (and always the last, `done == total`), each
+/// taking the GIL only for the call. The first exception the callable raises stops further
+/// calls and is kept for the caller to raise once the work is over (the core cannot be
+/// interrupted halfway).
+struct Relay<'a> {
+    callback: &'a Py<PyAny>,
+    last: Mutex<Option<Instant>>,
+    error: Mutex<Option<PyErr>>,
+}
+
+impl<'a> Relay<'a> {
+    fn new(callback: &'a Py<PyAny>) -> Self {
+        Relay {
+            callback,
+            last: Mutex::new(None),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn report(&self, done: u64, total: u64) {
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if error.is_some() {
+            return;
+        }
+        {
+            let now = Instant::now();
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if done < total && last.is_some_and(|t| now - t < PROGRESS_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        Python::attach(|py| {
+            if let Err(e) = self.callback.call1(py, (done, total)) {
+                *error = Some(e);
+            }
+        });
+    }
+
+    /// The exception the callable raised, if any.
+    fn into_error(self) -> Option<PyErr> {
+        self.error.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Compacts the disk at `path` (see `vhdx_core::write::compact`) and returns what was done
+/// as the JSON text of `CompactStats`: in place, or into a compacted copy at `out` (the
+/// input is left as it was; an existing `out` is replaced only with `overwrite`), or with
+/// `dry_run` only measured. `mode` is `"quick"`, `"full"` or `"retrim"`. The GIL is released
+/// for the whole work; `progress(done, total)` is called as it advances.
+#[pyfunction]
+#[pyo3(signature = (path, mode = "full", out = None, dry_run = false, overwrite = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn compact(
+    py: Python<'_>,
+    path: PathBuf,
+    mode: &str,
+    out: Option<PathBuf>,
+    dry_run: bool,
+    overwrite: bool,
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let mode: CompactMode = mode.parse().map_err(|e| to_py_err(py, e))?;
+    let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
+    let relay = progress.as_ref().map(Relay::new);
+    let stats = py.detach(|| {
+        let update = |done, total| {
+            if let Some(r) = &relay {
+                r.report(done, total);
+            }
+        };
+        let update = relay.is_some().then_some(&update as &dyn Fn(u64, u64));
+        match &out {
+            // A compacted copy starts as a byte copy of `path`, so its figures are the copy's.
+            _ if dry_run => Disk::open_rw(&path, &opts).and_then(|disk| {
+                let stats = disk.compact_dry_run(mode);
+                let closed = disk.close();
+                let stats = stats?;
+                closed.map(|()| stats)
+            }),
+            Some(out) => compact_copy(&path, out, mode, overwrite, &opts, update),
+            None => Disk::open_rw(&path, &opts).and_then(|disk| {
+                let stats = disk.compact(mode, update);
+                let closed = disk.close();
+                let stats = stats?;
+                closed.map(|()| stats)
+            }),
+        }
+    });
+    if let Some(e) = relay.and_then(Relay::into_error) {
+        return Err(e);
+    }
+    json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
 /// How many of `n` bytes at `offset` lie inside a disk of `size` bytes.
@@ -425,6 +550,7 @@ fn create_disk(
 fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeDisk>()?;
     m.add_function(wrap_pyfunction!(create_disk, m)?)?;
+    m.add_function(wrap_pyfunction!(compact, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

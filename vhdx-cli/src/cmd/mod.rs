@@ -2,10 +2,12 @@
 //! that opens a differencing chain takes, and the error type that carries an exit status.
 
 pub mod check;
+pub mod compact;
 pub mod convert;
 pub mod create;
 pub mod info;
 pub mod map;
+pub mod trim;
 
 use crate::EXIT_UNUSABLE;
 use std::fmt;

@@ -5,6 +5,8 @@
 ...     boot = disk.read_at(0, 512)
 >>> with vhdx.open("disk.vhdx", "r+") as disk:    # doctest: +SKIP
 ...     disk.write_at(1 << 20, b"hello")
+...     disk.trim(32 << 20, 64 << 20)
+>>> vhdx.compact("disk.vhdx")["bytes_reclaimed"]   # doctest: +SKIP
 
 Differencing disks open with their whole parent chain (located through the locators, or
 given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
@@ -14,10 +16,12 @@ never on the file.
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional, Sequence, Union
+import json
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 from ._disk import Disk
 from ._vhdx import NativeDisk, __version__, create_disk
+from ._vhdx import compact as _compact
 from .errors import (
     ChainLoopError,
     CorruptImageError,
@@ -36,6 +40,7 @@ __all__ = [
     "__version__",
     "open",
     "create",
+    "compact",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -52,6 +57,9 @@ __all__ = [
 
 _Path = Union[str, "os.PathLike[str]"]
 
+#: What ``parent=`` takes: one path, or several (nearest first).
+_Parents = Union[_Path, Sequence[_Path], None]
+
 #: The modes :func:`open` takes, and whether each opens for writing.
 _MODES = {"r": False, "rb": False, "r+": True, "rb+": True, "r+b": True}
 
@@ -60,7 +68,7 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
     path: _Path,
     mode: Literal["r", "rb", "r+", "rb+", "r+b"] = "r",
     *,
-    parent: Union[_Path, Sequence[_Path], None] = None,
+    parent: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
     require_parent: bool = True,
@@ -92,21 +100,24 @@ def open(  # noqa: A001 - the name mirrors the built-in on purpose
         )
     if parent_policy not in ("default", "strict"):
         raise ValueError(f"parent_policy must be 'default' or 'strict', not {parent_policy!r}")
-    if parent is None:
-        parents: list[str] = []
-    elif isinstance(parent, (str, bytes, os.PathLike)):
-        parents = [os.fspath(parent)]
-    else:
-        parents = [os.fspath(p) for p in parent]
     native = NativeDisk(
         os.fspath(path),
-        parents,
+        _parent_list(parent),
         parent_policy,
         ignore_id_mismatch,
         require_parent,
         writable,
     )
     return Disk(native, path)
+
+
+def _parent_list(parent: _Parents) -> list[str]:
+    """``parent=`` as a list of paths, nearest first."""
+    if parent is None:
+        return []
+    if isinstance(parent, (str, bytes, os.PathLike)):
+        return [os.fspath(parent)]
+    return [os.fspath(p) for p in parent]
 
 
 def create(
@@ -153,3 +164,80 @@ def create(
         format,
     )
     return open(path, "r+", parent=parent)
+
+
+def compact(
+    path: _Path,
+    *,
+    mode: Literal["quick", "full", "retrim"] = "full",
+    out: Optional[_Path] = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Gives back the space of the blocks of the disk at ``path`` that hold no live data,
+    like ``vhdx compact``, and returns what was done.
+
+    ``mode``: ``"quick"`` moves blocks into the holes of the file and truncates it;
+    ``"full"`` first releases every block that reads as zeros (in a differencing disk: where
+    the parent reads zeros too, else, in a VHDX, the block is marked zero), then does what
+    quick does; ``"retrim"`` moves nothing and punches holes in the host file where no block
+    or structure lies (the file keeps its length). The disk reads the same afterwards, byte
+    for byte; a VHDX keeps its data identity, so differencing children stay linked.
+
+    In place, the disk is locked for writing (:class:`InUseError` while a virtual machine,
+    ``qemu-io`` or another writer has it open); an interrupted compaction leaves a disk
+    with the same content, and running it again finishes the job. With ``out``, a compacted
+    copy is written there (it appears only when complete; an existing file is replaced
+    only with ``overwrite=True``) and ``path`` is left as it was. ``dry_run=True`` changes
+    nothing and reports what the mode would reclaim (``out`` is then not written). A fixed
+    disk has nothing to give back: the result says so in ``note`` and nothing changes.
+    ``out`` naming the input itself raises :class:`InvalidArgumentError`.
+    ``parent``, ``parent_policy`` and ``ignore_id_mismatch`` locate the parents of a
+    differencing disk as in :func:`open` (its zero blocks are compared with them).
+
+    ``progress(done, total)`` is called as a quick or full compaction advances (bytes of
+    work), at most about ten times a second and last with ``done == total``; dry runs,
+    retrim and fixed disks do no block copying and do not call it. The work runs with the
+    GIL released; the GIL is taken back only to call ``progress``. An exception raised by
+    ``progress`` stops the calls and is raised when the compaction has finished (it cannot
+    be interrupted halfway).
+
+    Returns the object ``vhdx compact --json`` prints for one file: ``path``, ``output``,
+    ``mode``, ``dry_run``, ``file_len_before``, ``file_len_after``, ``host_bytes_before``,
+    ``host_bytes_after`` (bytes the file occupies on the host; None when unknown, and for
+    dry runs), ``bytes_reclaimed`` (file length given back; for retrim the bytes of the
+    holes punched), ``blocks_moved``, ``bytes_moved``, ``zero_blocks_released``,
+    ``seconds``, ``note`` (why nothing could be done, or a remark) and any other field the
+    core reports.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    if (
+        out is not None
+        and not dry_run
+        and os.path.exists(path)
+        and os.path.exists(out)
+        and os.path.samefile(path, out)
+    ):
+        raise InvalidArgumentError(
+            f"{os.fspath(out)}: out is the input itself; leave out unset to compact in place",
+            path=os.fspath(out),
+        )
+    stats: dict[str, Any] = json.loads(
+        _compact(
+            os.fspath(path),
+            mode,
+            None if out is None else os.fspath(out),
+            dry_run,
+            overwrite,
+            _parent_list(parent),
+            parent_policy,
+            ignore_id_mismatch,
+            progress,
+        )
+    )
+    return {"path": os.fspath(path), "output": None if out is None else os.fspath(out), **stats}

@@ -202,6 +202,23 @@ class Disk(io.RawIOBase):
             )
         return n
 
+    def trim(self, offset: int, length: int) -> None:
+        """Makes ``length`` bytes at ``offset`` read as zeros and gives their space back where
+        the format allows, as a guest's UNMAP/TRIM does; the position does not move.
+
+        Whole blocks are freed (VHDX: not present in a dynamic disk, zero in a differencing
+        disk, so the parent's data never shows through; VHD: unallocated) and their space
+        in the host file is punched out; the rest of the range is zeroed, punching holes in
+        the host file where it can. A fixed disk is zeroed and keeps its space. Any offset
+        and length work. Durable after :meth:`flush` or :meth:`close`, like writes; the file
+        keeps its length (:func:`vhdx.compact` shrinks it). A range outside the disk raises
+        :class:`vhdx.InvalidArgumentError` (a ``ValueError``); a disk opened read-only
+        raises ``io.UnsupportedOperation``.
+        """
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        self._native_or_raise().trim(offset, length)
+
     def info(self, scan: bool = False) -> dict[str, Any]:
         """The facts ``vhdx info --json`` prints (same keys)."""
         result: dict[str, Any] = json.loads(self._native_or_raise().info(scan))

@@ -1,11 +1,11 @@
 """Type stubs of the native module ``vhdx._vhdx`` (private: use :mod:`vhdx`)."""
 
 import os
-from typing import Sequence, Union, final
+from typing import Callable, Sequence, Union, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["NativeDisk", "__version__", "create_disk"]
+__all__ = ["NativeDisk", "__version__", "compact", "create_disk"]
 
 __version__: str
 
@@ -35,6 +35,7 @@ class NativeDisk:
     def read_at(self, offset: int, n: int) -> bytes: ...
     def readinto_at(self, offset: int, buffer: WriteableBuffer) -> int: ...
     def write_at(self, offset: int, data: ReadableBuffer) -> int: ...
+    def trim(self, offset: int, length: int) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
     def info(self, scan: bool = False) -> str: ...
@@ -51,3 +52,15 @@ def create_disk(
     parent: _Path | None = ...,
     format: str | None = ...,
 ) -> None: ...
+
+def compact(
+    path: _Path,
+    mode: str = ...,
+    out: _Path | None = ...,
+    dry_run: bool = ...,
+    overwrite: bool = ...,
+    parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...

@@ -1,0 +1,306 @@
+//! `vhdx compact FILE...`: give back the space of blocks that hold no live data (see
+//! [`vhdx_core::write::compact`]): `quick` packs blocks into the holes and truncates, `full`
+//! (the default) first releases all-zero blocks, `retrim` punches holes for the free space
+//! and moves nothing. In place, or with `-o OUT` into a compacted copy (the input is left as
+//! it was). `--dry-run` reports what would be reclaimed, changing nothing; without `--mode`
+//! it reports all three modes.
+//!
+//! Files are compacted one after another; a failure is reported on standard error, naming
+//! the file, and the others still run (exit 2 at the end). Each file is handled by
+//! [`compact_one`], which shares nothing with the others, so a later `--jobs N` can run it on
+//! several threads.
+//!
+//! `--json` prints one array, always (even for one file), with one object per file and mode
+//! in the order of the arguments: `path`, `output` (OUT or null) and the fields of
+//! [`CompactStats`] (`mode`, `dry_run`, `file_len_before`, `file_len_after`,
+//! `host_bytes_before`, `host_bytes_after`, `bytes_reclaimed`, `blocks_moved`,
+//! `bytes_moved`, `zero_blocks_released`, `seconds`, `parent_data_bytes`, `note`). Files
+//! that failed are not in it.
+
+use super::{ChainArgs, CliError};
+use crate::output::{print_json, size};
+use crate::progress::Progress;
+use crate::{EXIT_OK, EXIT_UNUSABLE};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use vhdx_core::write::compact::{compact_copy, CompactMode, CompactStats};
+use vhdx_core::{Disk, OpenOptions};
+
+/// Arguments of `vhdx compact`.
+#[derive(Debug, clap::Args)]
+pub struct CompactArgs {
+    /// The images (VHDX or VHD), compacted one after another.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// quick: move blocks into the holes and truncate; full: release all-zero blocks first,
+    /// then as quick; retrim: punch holes for the free space, moving nothing (default full;
+    /// a dry run without --mode reports all three).
+    #[arg(long, value_name = "MODE", value_parser = mode_parser())]
+    pub mode: Option<CompactMode>,
+
+    /// Write a compacted copy to OUT and leave FILE as it was (one FILE only); OUT appears
+    /// only when complete.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// Report what would be reclaimed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Replace OUT if it exists (atomically, once the copy is complete).
+    #[arg(long, requires = "output")]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
+    /// Print the results as JSON: an array with one object per file and mode.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--mode`: the names the core parses, listed in the help.
+fn mode_parser() -> impl TypedValueParser<Value = CompactMode> {
+    PossibleValuesParser::new(["quick", "full", "retrim"]).try_map(|s| s.parse::<CompactMode>())
+}
+
+/// One result of `vhdx compact` (an element of the `--json` array).
+#[derive(Debug, Serialize)]
+pub struct CompactReport {
+    /// The image compacted (or, with `-o`, copied).
+    pub path: String,
+    /// The compacted copy, with `-o`.
+    pub output: Option<String>,
+    /// What was done, or would be done.
+    #[serde(flatten)]
+    pub stats: CompactStats,
+}
+
+/// Runs `vhdx compact`.
+pub fn run(args: &CompactArgs) -> Result<u8, CliError> {
+    validate(args)?;
+    let modes = modes(args);
+    let opts = args.chain.open_options(true);
+    let stdout = io::stdout();
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for file in &args.files {
+        match compact_one(file, args.output.as_deref(), &modes, args, &opts) {
+            Ok(rs) if args.json => reports.extend(rs),
+            Ok(rs) => {
+                let mut out = stdout.lock();
+                for r in &rs {
+                    render(&mut out, r)?;
+                }
+                out.flush()?;
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("vhdx: error: {}", named(file, e));
+            }
+        }
+    }
+    if args.json {
+        let mut out = stdout.lock();
+        print_json(&mut out, &reports)?;
+        out.flush()?;
+    }
+    Ok(if failed { EXIT_UNUSABLE } else { EXIT_OK })
+}
+
+/// Refuses argument combinations that cannot work, before anything is touched.
+fn validate(args: &CompactArgs) -> Result<(), CliError> {
+    let Some(out) = &args.output else {
+        return Ok(());
+    };
+    if args.files.len() > 1 {
+        return Err(CliError::unusable(format!(
+            "-o OUT takes one FILE ({} were given); compact several files in place, or one \
+             at a time",
+            args.files.len()
+        )));
+    }
+    if out.symlink_metadata().is_err() || args.dry_run {
+        return Ok(());
+    }
+    if same_file(&args.files[0], out) {
+        return Err(CliError::unusable(format!(
+            "{}: OUT is FILE itself; leave out -o to compact in place",
+            out.display()
+        )));
+    }
+    if !args.force {
+        return Err(CliError::unusable(format!(
+            "{}: the output file already exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same file (through links too).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The modes to run: `--mode`, else all three for a dry run, else full.
+fn modes(args: &CompactArgs) -> Vec<CompactMode> {
+    match (args.mode, args.dry_run) {
+        (Some(m), _) => vec![m],
+        (None, true) => vec![CompactMode::Quick, CompactMode::Full, CompactMode::Retrim],
+        (None, false) => vec![CompactMode::Full],
+    }
+}
+
+/// Compacts (or, for a dry run, measures) one file in every mode of `modes` (a real run
+/// takes exactly one), in place or into `output`. Independent of every other file.
+pub fn compact_one(
+    file: &Path,
+    output: Option<&Path>,
+    modes: &[CompactMode],
+    args: &CompactArgs,
+    opts: &OpenOptions,
+) -> Result<Vec<CompactReport>, vhdx_core::Error> {
+    let report = |stats| CompactReport {
+        path: file.display().to_string(),
+        output: output.map(|o| o.display().to_string()),
+        stats,
+    };
+    if args.dry_run {
+        // A compacted copy starts as a byte copy of FILE, so FILE's figures are the copy's.
+        let disk = Disk::open_rw(file, opts)?;
+        let stats: Result<Vec<_>, _> = modes.iter().map(|&m| disk.compact_dry_run(m)).collect();
+        let closed = disk.close();
+        let stats = stats?;
+        closed?;
+        return Ok(stats.into_iter().map(report).collect());
+    }
+    let mode = modes[0];
+    let bar = Progress::on_terminal("compacting");
+    let update = |done, total| {
+        if let Some(b) = &bar {
+            b.update(done, total);
+        }
+    };
+    let progress = bar.is_some().then_some(&update as &dyn Fn(u64, u64));
+    let stats = match output {
+        Some(out) => compact_copy(file, out, mode, args.force, opts, progress),
+        None => Disk::open_rw(file, opts).and_then(|disk| {
+            let stats = disk.compact(mode, progress);
+            let closed = disk.close();
+            let stats = stats?;
+            closed.map(|()| stats)
+        }),
+    };
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    Ok(vec![report(stats?)])
+}
+
+/// The error's text, with the file named when the error does not name one.
+fn named(file: &Path, e: vhdx_core::Error) -> String {
+    match e.path() {
+        Some(_) => e.to_string(),
+        None => format!("{}: {e}", file.display()),
+    }
+}
+
+/// `part` as a percentage of `whole`, one decimal.
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "0%".into();
+    }
+    format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+}
+
+/// `1 block`, `3 blocks`: `n` and `what`, plural unless `n` is 1.
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Writes the human summary of one result: one line, and its note on a second line.
+pub fn render(out: &mut dyn Write, r: &CompactReport) -> io::Result<()> {
+    let s = &r.stats;
+    let what = match &r.output {
+        Some(o) => format!("{} → {}", r.path, o),
+        None => r.path.clone(),
+    };
+    let mode = match s.mode {
+        CompactMode::Quick => "quick",
+        CompactMode::Full => "full",
+        CompactMode::Retrim => "retrim",
+    };
+    let idle = s.bytes_reclaimed == 0 && s.blocks_moved == 0 && s.zero_blocks_released == 0;
+    if let (true, Some(note)) = (idle, &s.note) {
+        // A fixed disk, or a differencing disk whose space its parents hold.
+        return writeln!(out, "{what}: {mode}: nothing to do: {note}");
+    }
+    let share = percent(s.bytes_reclaimed, s.file_len_before);
+    let mut line = match (s.mode, s.dry_run) {
+        (CompactMode::Retrim, true) => format!(
+            "{what}: retrim would punch {} of holes ({share} of the file); the file length \
+             stays {}",
+            size(s.bytes_reclaimed),
+            size(s.file_len_before)
+        ),
+        (CompactMode::Retrim, false) => format!(
+            "{what}: retrim punched {} of holes ({share} of the file); the file length stays {}",
+            size(s.bytes_reclaimed),
+            size(s.file_len_after)
+        ),
+        (_, dry) => format!(
+            "{what}: {mode}{}: {} → {}, {} {} ({share}); {} {} ({})",
+            if dry { " (dry run)" } else { "" },
+            size(s.file_len_before),
+            size(s.file_len_after),
+            if dry { "would reclaim" } else { "reclaimed" },
+            size(s.bytes_reclaimed),
+            count(s.blocks_moved, "block"),
+            if dry { "to move" } else { "moved" },
+            size(s.bytes_moved),
+        ),
+    };
+    if s.mode == CompactMode::Full {
+        line.push_str(&format!(
+            ", {} {}",
+            count(s.zero_blocks_released, "all-zero block"),
+            if s.dry_run { "to release" } else { "released" },
+        ));
+    }
+    if let Some(h) = super::trim::host_change(s.host_bytes_before, s.host_bytes_after) {
+        line.push_str(&format!("; host allocation {h}"));
+    }
+    if !s.dry_run {
+        line.push_str(&format!("; {:.2} s", s.seconds));
+    }
+    writeln!(out, "{line}")?;
+    match &s.note {
+        Some(note) => writeln!(out, "  note: {note}"),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{count, percent};
+
+    #[test]
+    fn percentages_and_counts() {
+        assert_eq!(count(1, "all-zero block"), "1 all-zero block");
+        assert_eq!(count(0, "block"), "0 blocks");
+        assert_eq!(percent(30, 40), "75.0%");
+        assert_eq!(percent(1, 3), "33.3%");
+        assert_eq!(percent(1, 0), "0%");
+    }
+}
