@@ -362,8 +362,12 @@ fn compact_child() {
         return;
     };
     let d = Disk::open_rw(&path, &OpenOptions::default()).unwrap();
+    // Tell the parent the compaction starts now, and afterwards how long it took.
+    println!("GO");
+    let t = std::time::Instant::now();
     d.compact(CompactMode::Full, None).unwrap();
     d.close().unwrap();
+    println!("DONE {}", t.elapsed().as_micros());
 }
 
 /// Compaction killed at random moments: afterwards the content is identical (for our
@@ -386,42 +390,63 @@ fn killed_compactions_lose_nothing_and_finish_when_run_again() {
         len(&p)
     };
     let exe = std::env::current_exe().unwrap();
-    // How long an uninterrupted child takes, start to end: kills land within that.
+    // How long an uninterrupted compaction takes (from "GO" to its end): kills land within
+    // that span after the child says "GO".
+    let start_child = |p: &Path| {
+        let mut c = Command::new(&exe)
+            .args([
+                "--exact",
+                "compact::compact_child",
+                "--ignored",
+                "-q",
+                "--nocapture",
+            ])
+            .env("VHDX_COMPACT_CHILD", p)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 || line.trim() == "GO"
+            {
+                break;
+            }
+        }
+        (c, out)
+    };
     let span = {
         let p = dir.path().join("timed.vhdx");
         std::fs::copy(&template, &p).unwrap();
-        let t = std::time::Instant::now();
-        let st = Command::new(&exe)
-            .args(["--exact", "compact::compact_child", "--ignored", "-q"])
-            .env("VHDX_COMPACT_CHILD", &p)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let (mut c, out) = start_child(&p);
+        assert!(c.wait().unwrap().success());
         assert_eq!(len(&p), optimum);
-        t.elapsed().as_micros() as u64
+        let done = std::io::BufRead::lines(out)
+            .map_while(|l| l.ok())
+            .find_map(|l| l.strip_prefix("DONE ").map(|v| v.parse::<u64>().unwrap()))
+            .unwrap();
+        done.max(1000)
     };
-    eprintln!("an uninterrupted compaction child takes {span} µs");
+    eprintln!("an uninterrupted compaction takes {span} µs");
     let mut rng = Rng(77);
     let (mut interrupted, mut dirty) = (0, 0);
     for n in 0..kills {
         let p = dir.path().join("k.vhdx");
         std::fs::copy(&template, &p).unwrap();
-        let t0 = len(&p);
-        let mut child = Command::new(&exe)
-            .args(["--exact", "compact::compact_child", "--ignored", "-q"])
-            .env("VHDX_COMPACT_CHILD", &p)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let (mut child, out) = start_child(&p);
         std::thread::sleep(Duration::from_micros(rng.below(span + 1)));
         let _ = child.kill();
         child.wait().unwrap();
         let what = format!("kill {n}");
         let info = Disk::open(&p).unwrap().info(false).unwrap();
         let is_dirty = info.vhdx.as_ref().unwrap().log.state == "dirty";
-        if len(&p) != t0 && len(&p) != optimum || is_dirty {
+        // Killed after "GO" and before "DONE": mid-compaction.
+        let finished = std::io::BufRead::lines(out)
+            .map_while(|l| l.ok())
+            .any(|l| l.starts_with("DONE"));
+        if !finished {
             interrupted += 1;
         }
         // Our read-only view (a dirty log replayed in memory).
