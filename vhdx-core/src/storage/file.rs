@@ -190,26 +190,9 @@ impl StorageMut for FileStorage {
         self.write_zeroes_at(offset, len)
     }
 
+    #[cfg(unix)]
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < len {
-            let n = super::sparse::copy_range(&self.file, src + done, dst + done, len - done)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        if done < len {
-            // Not supported here, or the source ended early: copy the rest through memory.
-            let mut buf = vec![0u8; (len - done).min(8 << 20) as usize];
-            while done < len {
-                let n = (len - done).min(buf.len() as u64) as usize;
-                pread_exact(&self.file, &mut buf[..n], src + done)?;
-                pwrite_all(&self.file, &buf[..n], dst + done)?;
-                done += n as u64;
-            }
-        }
-        Ok(())
+        super::sparse::copy_keeping_holes(&self.file, src, &self.file, dst, len)
     }
 }
 

@@ -100,6 +100,12 @@ impl Storage for Journal {
         self.base.len()
     }
 
+    /// The holes of the file beneath (staged pages are metadata, never in a hole that
+    /// matters to a caller asking where payload lies).
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        self.base.next_data(offset)
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let pages = self.read_pages();
         let end = offset + buf.len() as u64;

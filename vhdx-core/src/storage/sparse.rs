@@ -108,21 +108,21 @@ pub fn punch_hole(_file: &File, _offset: u64, _len: u64) -> std::io::Result<bool
     Ok(false)
 }
 
-/// Copies `len` bytes of `file` from `src` to `dst` inside the kernel
+/// Copies `len` bytes from `src` in `from` to `dst` in `to` inside the kernel
 /// (`copy_file_range`, which also shares extents on file systems that can); returns the
 /// bytes copied, which may be fewer (the caller continues) or 0 when the call is not
-/// supported here (the caller copies itself). The ranges must not overlap.
+/// supported here (the caller copies itself). Within one file the ranges must not overlap.
 #[cfg(target_os = "linux")]
-pub fn copy_range(file: &File, src: u64, dst: u64, len: u64) -> std::io::Result<u64> {
+pub fn copy_range(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let (Ok(mut s), Ok(mut d)) = (libc::loff_t::try_from(src), libc::loff_t::try_from(dst)) else {
         return Ok(0);
     };
-    let fd = file.as_raw_fd();
     let n = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-    // SAFETY: `fd` is open for reading and writing for the duration of the call; the two
-    // offsets are locals that the kernel updates; no buffer of ours is involved.
-    let r = unsafe { libc::copy_file_range(fd, &mut s, fd, &mut d, n, 0) };
+    // SAFETY: both descriptors are open (for reading and for writing) for the duration of
+    // the call; the two offsets are locals that the kernel updates; no buffer of ours is
+    // involved.
+    let r = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut s, to.as_raw_fd(), &mut d, n, 0) };
     if r >= 0 {
         return Ok(r as u64);
     }
@@ -137,8 +137,79 @@ pub fn copy_range(file: &File, src: u64, dst: u64, len: u64) -> std::io::Result<
 
 /// In-kernel copies are not available here.
 #[cfg(not(target_os = "linux"))]
-pub fn copy_range(_file: &File, _src: u64, _dst: u64, _len: u64) -> std::io::Result<u64> {
+pub fn copy_range(_from: &File, _src: u64, _to: &File, _dst: u64, _len: u64) -> std::io::Result<u64> {
     Ok(0)
+}
+
+/// Copies `[src, src + len)` of `from` to `dst` in `to` keeping holes: data ranges are
+/// copied (in the kernel where it can), holes of the source become holes (or zeros) at the
+/// destination, so a copy never takes more host space than its source.
+pub fn copy_keeping_holes(
+    from: &File,
+    src: u64,
+    to: &File,
+    dst: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = src + len;
+    let mut pos = src;
+    let hole = |at: u64, n: u64| -> std::io::Result<()> {
+        if n > 0 && !punch_hole(to, at, n)? {
+            let zeros = vec![0u8; n.min(1 << 20) as usize];
+            let mut done = 0;
+            while done < n {
+                let k = (n - done).min(zeros.len() as u64) as usize;
+                to.write_all_at(&zeros[..k], at + done)?;
+                done += k as u64;
+            }
+        }
+        Ok(())
+    };
+    while pos < end {
+        let Some((s, e)) = next_data(from, pos)?.filter(|&(s, _)| s < end) else {
+            return hole(dst + (pos - src), end - pos);
+        };
+        let s = s.max(pos);
+        let e = e.min(end);
+        hole(dst + (pos - src), s - pos)?;
+        let mut at = s;
+        while at < e {
+            let n = copy_range(from, at, to, dst + (at - src), e - at)?;
+            if n == 0 {
+                // Not supported here: through memory.
+                let mut buf = vec![0u8; (e - at).min(8 << 20) as usize];
+                while at < e {
+                    let k = (e - at).min(buf.len() as u64) as usize;
+                    from.read_exact_at(&mut buf[..k], at)?;
+                    to.write_all_at(&buf[..k], dst + (at - src))?;
+                    at += k as u64;
+                }
+                break;
+            }
+            at += n;
+        }
+        pos = e;
+    }
+    Ok(())
+}
+
+/// Copies `[src, src + len)` of `from` to `dst` in `to` through memory (no holes are
+/// known here).
+#[cfg(not(unix))]
+pub fn copy_keeping_holes(
+    from: &File,
+    src: u64,
+    to: &File,
+    dst: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let (mut r, mut w) = (from.try_clone()?, to.try_clone()?);
+    r.seek(SeekFrom::Start(src))?;
+    w.seek(SeekFrom::Start(dst))?;
+    std::io::copy(&mut r.take(len), &mut w)?;
+    w.flush()
 }
 
 #[cfg(all(test, unix))]

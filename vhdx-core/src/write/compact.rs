@@ -22,6 +22,8 @@
 
 use super::layout::{self, Layout};
 use super::{Engine, WritableDisk};
+use crate::chain::Disk;
+use crate::disk::Layer;
 use crate::bytes::is_zero;
 use crate::disk::VirtualDisk;
 use crate::error::{Error, Result};
@@ -90,12 +92,156 @@ pub struct CompactStats {
     pub note: Option<String>,
 }
 
-/// A zero block found by the full scan, and the entry it gets.
-#[derive(Debug, Clone, Copy)]
-struct Release {
-    unit: usize,
-    /// VHDX: the new BAT entry; VHD: unused (the block becomes unallocated).
-    entry: u64,
+/// What the analysis of a disk found.
+struct Analysis {
+    /// The layout, with the released units removed.
+    lay: Layout,
+    /// Released zero blocks: (BAT index, new entry).
+    releases: Vec<(u64, u64)>,
+    /// Free ranges of the file (retrim).
+    free: Vec<(u64, u64)>,
+    /// Packing moves over `lay.units`.
+    moves: Vec<(usize, u64)>,
+    /// File length after the moves.
+    end: u64,
+}
+
+/// The stats every run starts from: sizes before, and for a differencing disk what its
+/// parents hold.
+fn base_stats(disk: &Disk, mode: CompactMode, dry_run: bool, file_len: u64) -> Result<CompactStats> {
+    let mut stats = CompactStats {
+        mode,
+        dry_run,
+        file_len_before: file_len,
+        file_len_after: file_len,
+        host_bytes_before: disk.path().and_then(host_bytes),
+        host_bytes_after: None,
+        bytes_reclaimed: 0,
+        blocks_moved: 0,
+        bytes_moved: 0,
+        zero_blocks_released: 0,
+        seconds: 0.0,
+        parent_data_bytes: None,
+        note: None,
+    };
+    if disk.disk_type() == DiskType::Differencing {
+        let paths = disk
+            .chain()
+            .iter()
+            .map(|d| d.path().map_or_else(String::new, |p| p.display().to_string()))
+            .collect();
+        let u = crate::ops::info::chain_usage(disk, paths)?;
+        stats.parent_data_bytes = Some(u.parent_data_bytes);
+        stats.note = Some(u.note);
+    }
+    Ok(stats)
+}
+
+const FIXED_NOTE: &str = "a fixed disk has no unused blocks to give back; convert it to a \
+     dynamic disk (`vhdx convert IN OUT --type dynamic`) to make it smaller";
+
+/// Analyses `disk` for `mode` without changing anything: `None` for fixed disks.
+/// `progress(done)` is called from this thread during the zero scan.
+fn analyze(
+    disk: &Disk,
+    mode: CompactMode,
+    file_len: u64,
+    progress: &dyn Fn(u64),
+) -> Result<Option<Analysis>> {
+    let storage = Layer::storage(disk);
+    let lay = match disk.image() {
+        Image::Vhdx(v) if v.metadata().leave_block_allocated => None,
+        Image::Vhdx(v) => Some(layout::vhdx_layout(v, storage)?),
+        Image::Vhd(v) => layout::vhd_layout(v, storage)?,
+        Image::Raw(_) => None,
+    };
+    let Some(mut lay) = lay else {
+        return Ok(None);
+    };
+    lay.validate("block layout")?;
+    // Free: the gaps between blocks and structures, and what lies between the last of them
+    // and the end of the file (minus the VHD footer).
+    let used_end = lay.needed_len() - lay.tail;
+    let mut free = lay.gaps();
+    let file_end = file_len.saturating_sub(lay.tail);
+    if file_end > used_end {
+        free.push((used_end, file_end - used_end));
+    }
+    let mut releases = Vec::new();
+    if mode == CompactMode::Full {
+        let found = zero_blocks(disk, &lay, progress)?;
+        let gone: std::collections::HashSet<usize> = found.iter().map(|r| r.0).collect();
+        releases = found.iter().map(|&(i, e)| (lay.units[i].index, e)).collect();
+        let mut i = 0;
+        lay.units.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
+    }
+    let (moves, end) = if mode == CompactMode::Retrim {
+        (Vec::new(), file_len)
+    } else {
+        layout::plan(&lay)
+    };
+    Ok(Some(Analysis {
+        lay,
+        releases,
+        free,
+        moves,
+        end: end.min(file_len),
+    }))
+}
+
+/// What compacting `disk` with `mode` would do, changing nothing (no lock is needed: it
+/// works on a read-only [`Disk`] too).
+pub fn compact_dry_run(disk: &Disk, mode: CompactMode) -> Result<CompactStats> {
+    let t0 = Instant::now();
+    let storage = Layer::storage(disk);
+    let file_len = storage
+        .len()
+        .map_err(|e| Error::io(e, "reading the file length"))?;
+    let mut stats = base_stats(disk, mode, true, file_len)?;
+    match analyze(disk, mode, file_len, &|_| {})? {
+        None => stats.note = Some(FIXED_NOTE.into()),
+        Some(a) => fill(&mut stats, &a, storage)?,
+    }
+    stats.seconds = t0.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// The counts of an analysis.
+fn fill(stats: &mut CompactStats, a: &Analysis, storage: &dyn Storage) -> Result<()> {
+    stats.zero_blocks_released = a.releases.len() as u64;
+    if stats.mode == CompactMode::Retrim {
+        stats.bytes_reclaimed = host_data_in(storage, &a.free)?;
+        return Ok(());
+    }
+    stats.blocks_moved = a.moves.len() as u64;
+    stats.bytes_moved = a.moves.iter().map(|&(i, _)| a.lay.units[i].length).sum();
+    stats.file_len_after = a.end;
+    stats.bytes_reclaimed = stats.file_len_before - a.end;
+    Ok(())
+}
+
+/// Bytes of `ranges` the host file really stores (not holes).
+fn host_data_in(storage: &dyn Storage, ranges: &[(u64, u64)]) -> Result<u64> {
+    let mut total = 0;
+    for &(o, l) in ranges {
+        let end = o + l;
+        let mut pos = o;
+        while pos < end {
+            let next = storage
+                .next_data(pos)
+                .map_err(|e| Error::read_failed("image file", pos, e))?;
+            let Some((s, e)) = next.filter(|&(s, _)| s < end) else {
+                break;
+            };
+            let e = e.min(end);
+            total += e - s.max(pos);
+            pos = e;
+        }
+    }
+    Ok(total)
 }
 
 impl WritableDisk {
@@ -106,164 +252,100 @@ impl WritableDisk {
         mode: CompactMode,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<CompactStats> {
-        self.compact_inner(mode, false, progress)
+        self.compact_inner(mode, progress)
             .map_err(|e| e.in_file(self.path()))
     }
 
-    /// What [`WritableDisk::compact`] would do, changing nothing.
+    /// What [`WritableDisk::compact`] would do, changing nothing (see [`compact_dry_run`]).
     pub fn compact_dry_run(&self, mode: CompactMode) -> Result<CompactStats> {
-        self.compact_inner(mode, true, None)
-            .map_err(|e| e.in_file(self.path()))
+        compact_dry_run(&self.disk, mode).map_err(|e| e.in_file(self.path()))
     }
 
     fn compact_inner(
         &self,
         mode: CompactMode,
-        dry_run: bool,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<CompactStats> {
         let t0 = Instant::now();
-        if !dry_run {
-            self.flush()?;
-        }
+        self.flush()?;
         let file_len = self
             .file
             .len()
             .map_err(|e| Error::io(e, "reading the file length"))?;
-        let mut stats = CompactStats {
-            mode,
-            dry_run,
-            file_len_before: file_len,
-            file_len_after: file_len,
-            host_bytes_before: host_bytes(self.file.file()),
-            host_bytes_after: None,
-            bytes_reclaimed: 0,
-            blocks_moved: 0,
-            bytes_moved: 0,
-            zero_blocks_released: 0,
-            seconds: 0.0,
-            parent_data_bytes: None,
-            note: None,
+        let mut stats = base_stats(&self.disk, mode, false, file_len)?;
+        // Progress: the zero scan (full mode) is the first half, the moves the second.
+        let scan_total = if mode == CompactMode::Full {
+            self.disk.size()
+        } else {
+            0
         };
-        if self.disk.disk_type() == DiskType::Differencing {
-            let paths = self
-                .disk
-                .chain()
-                .iter()
-                .map(|d| {
-                    d.path()
-                        .map_or_else(String::new, |p| p.display().to_string())
-                })
-                .collect();
-            let u = crate::ops::info::chain_usage(self, paths)?;
-            stats.parent_data_bytes = Some(u.parent_data_bytes);
-            stats.note = Some(u.note);
-        }
-        let Some(mut lay) = self.layout()? else {
-            stats.note = Some(
-                "a fixed disk has no unused blocks to give back; convert it to a dynamic disk \
-                 (`vhdx convert IN OUT --type dynamic`) to make it smaller"
-                    .into(),
-            );
+        let total = std::cell::Cell::new(scan_total.max(1));
+        let report = |done: u64| {
+            if let Some(p) = progress {
+                p(done.min(total.get()), total.get());
+            }
+        };
+        let Some(a) = analyze(&self.disk, mode, file_len, &report)? else {
+            stats.note = Some(FIXED_NOTE.into());
             stats.seconds = t0.elapsed().as_secs_f64();
             return Ok(stats);
         };
-        lay.validate("block layout")?;
+        fill(&mut stats, &a, &*self.journal)?;
         let mut st = self.state();
         if st.closed {
             return Err(Error::invalid_argument("the disk is closed"));
         }
         if mode == CompactMode::Retrim {
-            // Free: the gaps between blocks and structures, and what lies between the last
-            // of them and the end of the file (minus the VHD footer).
-            let used_end = lay.needed_len() - lay.tail;
-            let mut gaps: Vec<_> = lay.gaps();
-            let file_end = file_len.saturating_sub(lay.tail);
-            if file_end > used_end {
-                gaps.push((used_end, file_end - used_end));
-            }
-            stats.bytes_reclaimed = gaps.iter().map(|g| g.1).sum();
-            if !dry_run {
-                for (o, l) in gaps {
-                    self.file
-                        .discard(o, l)
-                        .map_err(|e| Error::io(e, "punching a hole").offset(o))?;
-                }
+            for &(o, l) in &a.free {
                 self.file
-                    .sync()
-                    .map_err(|e| Error::io(e, "flushing the image file"))?;
-                stats.host_bytes_after = host_bytes(self.file.file());
+                    .discard(o, l)
+                    .map_err(|e| Error::io(e, "punching a hole").offset(o))?;
             }
-            stats.seconds = t0.elapsed().as_secs_f64();
-            return Ok(stats);
-        }
-        let payload_bytes: u64 = lay.units.iter().map(|u| u.length).sum();
-        let total = if mode == CompactMode::Full {
-            2 * payload_bytes
-        } else {
-            payload_bytes
-        };
-        let report = |done: u64| {
-            if let Some(p) = progress {
-                p(done.min(total), total);
+            self.file
+                .sync()
+                .map_err(|e| Error::io(e, "flushing the image file"))?;
+            stats.host_bytes_after = host_bytes(self.path());
+            if let (Some(b), Some(a)) = (stats.host_bytes_before, stats.host_bytes_after) {
+                stats.bytes_reclaimed = b.saturating_sub(a);
             }
-        };
-        if mode == CompactMode::Full {
-            let releases = self.zero_blocks(&lay)?;
-            report(payload_bytes);
-            stats.zero_blocks_released = releases.len() as u64;
-            if !dry_run && !releases.is_empty() {
-                let t = self.target();
-                match &mut st.engine {
-                    Engine::Vhdx(e) => {
-                        e.begin(&t, false)?;
-                        for r in &releases {
-                            e.stage_index(&t, lay.units[r.unit].index, r.entry)?;
-                        }
-                        e.commit(&t)?;
-                    }
-                    Engine::Vhd(e) => {
-                        for r in &releases {
-                            e.release(&t, lay.units[r.unit].index)?;
-                        }
-                        e.commit(&t)?;
-                    }
-                    Engine::Raw => {}
-                }
-            }
-            let mut gone: Vec<usize> = releases.iter().map(|r| r.unit).collect();
-            gone.sort_unstable();
-            let mut k = 0;
-            let mut i = 0;
-            lay.units.retain(|_| {
-                let keep = gone.get(k) != Some(&i);
-                if !keep {
-                    k += 1;
-                }
-                i += 1;
-                keep
-            });
-        }
-        let (moves, end) = layout::plan(&lay);
-        stats.blocks_moved = moves.len() as u64;
-        stats.bytes_moved = moves.iter().map(|&(i, _)| lay.units[i].length).sum();
-        stats.file_len_after = end.min(file_len);
-        stats.bytes_reclaimed = file_len - stats.file_len_after;
-        if dry_run {
+            report(total.get());
             stats.seconds = t0.elapsed().as_secs_f64();
             return Ok(stats);
         }
         let t = self.target();
-        let mut done = total - payload_bytes;
-        for &(i, to) in &moves {
-            let u = lay.units[i];
+        if !a.releases.is_empty() {
+            match &mut st.engine {
+                Engine::Vhdx(e) => {
+                    e.begin(&t, false)?;
+                    for &(index, entry) in &a.releases {
+                        e.stage_index(&t, index, entry)?;
+                    }
+                    e.commit(&t)?;
+                }
+                Engine::Vhd(e) => {
+                    for &(index, _) in &a.releases {
+                        e.release(&t, index)?;
+                    }
+                    e.commit(&t)?;
+                }
+                Engine::Raw => {}
+            }
+        }
+        let move_bytes = stats.bytes_moved;
+        total.set(scan_total + move_bytes.max(1));
+        let mut done = scan_total;
+        for &(i, to) in &a.moves {
+            let u = a.lay.units[i];
             self.file
                 .copy_within(u.offset, to, u.length)
                 .map_err(|e| Error::io(e, "copying a block").offset(u.offset))?;
             match &mut st.engine {
                 Engine::Vhdx(e) => {
                     e.begin(&t, false)?;
-                    let old = self.vhdx_entry(u.index)?;
+                    let old = match self.disk.image() {
+                        Image::Vhdx(v) => v.bat().entry(&*self.journal, u.index)?,
+                        _ => unreachable!("a VHDX engine on a VHDX image"),
+                    };
                     e.stage_index(&t, u.index, fb::make_entry(fb::entry_state(old), to))?;
                     if t.journal.staged() >= e.max_pages() {
                         e.commit(&t)?;
@@ -280,6 +362,7 @@ impl WritableDisk {
             done += u.length;
             report(done);
         }
+        let end = a.end;
         match &mut st.engine {
             Engine::Vhdx(e) => {
                 e.commit(&t)?;
@@ -302,8 +385,8 @@ impl WritableDisk {
             }
             Engine::Raw => {}
         }
-        report(total);
-        stats.host_bytes_after = host_bytes(self.file.file());
+        report(total.get());
+        stats.host_bytes_after = host_bytes(self.path());
         stats.seconds = t0.elapsed().as_secs_f64();
         Ok(stats)
     }
@@ -322,139 +405,128 @@ impl WritableDisk {
         }
         Ok(())
     }
-
-    fn vhdx_entry(&self, index: u64) -> Result<u64> {
-        match self.disk.image() {
-            Image::Vhdx(v) => v.bat().entry(&*self.journal, index),
-            _ => Err(Error::invalid_argument("not a VHDX")),
-        }
-    }
-
-    /// The layout of the image, `None` when there is nothing to compact (fixed disks).
-    fn layout(&self) -> Result<Option<Layout>> {
-        match self.disk.image() {
-            Image::Vhdx(v) if v.metadata().leave_block_allocated => Ok(None),
-            Image::Vhdx(v) => layout::vhdx_layout(v, &*self.journal).map(Some),
-            Image::Vhd(v) => layout::vhd_layout(v, &*self.journal),
-            Image::Raw(_) => Ok(None),
-        }
-    }
-
-    /// The payload units that hold only zeros and can be released, with their new entries.
-    /// Blocks are scanned by two threads; a block stops being read at its first non-zero
-    /// piece.
-    fn zero_blocks(&self, lay: &Layout) -> Result<Vec<Release>> {
-        let diff = self.disk.disk_type() == DiskType::Differencing;
-        let bs = self.block_bytes();
-        let is_vhdx = matches!(self.disk.image(), Image::Vhdx(_));
-        let units: Vec<usize> = (0..lay.units.len())
-            .filter(|&i| lay.units[i].payload)
-            .collect();
-        let scan = |part: usize| -> Result<Vec<Release>> {
-            let mut out = Vec::new();
-            let mut buf = vec![0u8; (4 << 20).min(bs as usize)];
-            for &i in units.iter().skip(part).step_by(2) {
-                let u = lay.units[i];
-                // The payload of a VHD block follows its bitmap.
-                let data = u.offset + (u.length - bs);
-                let block = if is_vhdx {
-                    u.index - u.index / (self.chunk_ratio() + 1)
-                } else {
-                    u.index
-                };
-                if !self
-                    .range_is_zero(data, bs, &mut buf, |b, o| self.file.read_at_zero_tail(b, o))?
-                {
-                    continue;
-                }
-                let vstart = block * bs;
-                let vlen = bs.min(self.disk.size() - vstart);
-                let parent_zero = !diff || self.parent_reads_zero(vstart, vlen, &mut buf)?;
-                let entry = if parent_zero {
-                    fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0)
-                } else if is_vhdx
-                    && self.vhdx_entry(u.index).map(fb::entry_state)? == fb::PAYLOAD_FULLY_PRESENT
-                {
-                    fb::make_entry(fb::PAYLOAD_ZERO, 0)
-                } else {
-                    continue;
-                };
-                out.push(Release { unit: i, entry });
-            }
-            Ok(out)
-        };
-        let (a, b) = std::thread::scope(|s| {
-            let h = s.spawn(|| scan(1));
-            let a = scan(0);
-            (a, h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        });
-        let mut all = a?;
-        all.extend(b?);
-        Ok(all)
-    }
-
-    fn range_is_zero(
-        &self,
-        at: u64,
-        len: u64,
-        buf: &mut [u8],
-        read: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
-    ) -> Result<bool> {
-        let mut pos = 0;
-        while pos < len {
-            let n = (len - pos).min(buf.len() as u64) as usize;
-            read(&mut buf[..n], at + pos)
-                .map_err(|e| Error::read_failed("block payload", at + pos, e))?;
-            if !is_zero(&buf[..n]) {
-                return Ok(false);
-            }
-            pos += n as u64;
-        }
-        Ok(true)
-    }
-
-    fn parent_reads_zero(&self, at: u64, len: u64, buf: &mut [u8]) -> Result<bool> {
-        let Some(p) = self.disk.parent() else {
-            return Ok(true);
-        };
-        let mut pos = 0;
-        while pos < len {
-            let n = (len - pos).min(buf.len() as u64) as usize;
-            p.read_at(&mut buf[..n], at + pos)?;
-            if !is_zero(&buf[..n]) {
-                return Ok(false);
-            }
-            pos += n as u64;
-        }
-        Ok(true)
-    }
-
-    fn block_bytes(&self) -> u64 {
-        match self.disk.image() {
-            Image::Vhdx(v) => u64::from(v.metadata().block_size),
-            Image::Vhd(v) => v.sparse().map_or(0, |s| u64::from(s.block_size)),
-            Image::Raw(_) => 0,
-        }
-    }
-
-    fn chunk_ratio(&self) -> u64 {
-        match self.disk.image() {
-            Image::Vhdx(v) => v.chunk_ratio(),
-            _ => 1,
-        }
-    }
 }
 
-/// Bytes `file` occupies on the host.
-fn host_bytes(file: &std::fs::File) -> Option<u64> {
+/// The payload units of `lay` that hold only zeros and can be released, with their new BAT
+/// entries (VHD: unused, the block becomes unallocated): dynamic disks release every zero
+/// block; differencing disks release one where the parent also reads zeros, and otherwise
+/// (VHDX, fully present blocks) give it the ZERO state. Two threads scan, a block stops
+/// being read at its first non-zero piece, and this thread reports the bytes scanned.
+fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<(usize, u64)>> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let storage = Layer::storage(disk);
+    let diff = disk.disk_type() == DiskType::Differencing;
+    let (bs, chunk_ratio, is_vhdx) = match disk.image() {
+        Image::Vhdx(v) => (u64::from(v.metadata().block_size), v.chunk_ratio(), true),
+        Image::Vhd(v) => (v.sparse().map_or(0, |s| u64::from(s.block_size)), 1, false),
+        Image::Raw(_) => return Ok(Vec::new()),
+    };
+    let units: Vec<usize> = (0..lay.units.len())
+        .filter(|&i| lay.units[i].payload)
+        .collect();
+    let scanned = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let scan = |part: usize| -> Result<Vec<(usize, u64)>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; (4 << 20).min(bs as usize)];
+        for &i in units.iter().skip(part).step_by(2) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let u = lay.units[i];
+            scanned.fetch_add(bs, Ordering::Relaxed);
+            // The payload of a VHD block follows its bitmap.
+            let data = u.offset + (u.length - bs);
+            let block = if is_vhdx {
+                u.index - u.index / (chunk_ratio + 1)
+            } else {
+                u.index
+            };
+            let stored_zero = all_zero(bs, &mut buf, |b, o| {
+                storage
+                    .read_at_zero_tail(b, data + o)
+                    .map_err(|e| Error::read_failed("block payload", data + o, e))
+            })?;
+            if !stored_zero {
+                continue;
+            }
+            let vstart = block * bs;
+            let vlen = bs.min(disk.size() - vstart);
+            let parent_zero = match disk.parent().filter(|_| diff) {
+                None => true,
+                Some(p) => all_zero(vlen, &mut buf, |b, o| p.read_at(b, vstart + o))?,
+            };
+            let entry = if parent_zero {
+                fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0)
+            } else if is_vhdx && fb::entry_state(
+                match disk.image() {
+                    Image::Vhdx(v) => v.bat().entry(storage, u.index)?,
+                    _ => 0,
+                },
+            ) == fb::PAYLOAD_FULLY_PRESENT
+            {
+                fb::make_entry(fb::PAYLOAD_ZERO, 0)
+            } else {
+                continue;
+            };
+            out.push((i, entry));
+        }
+        Ok(out)
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let run = |part| {
+            let r = scan(part);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            r
+        };
+        let h0 = s.spawn(move || run(0));
+        let h1 = s.spawn(move || run(1));
+        while !(h0.is_finished() && h1.is_finished()) {
+            progress(scanned.load(Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let j = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<(usize, u64)>>>| {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        };
+        (j(h0), j(h1))
+    });
+    progress(scanned.load(Ordering::Relaxed));
+    let mut all = a?;
+    all.extend(b?);
+    Ok(all)
+}
+
+/// Whether the `len` bytes `read(buf, offset_within)` gives are all zero, read in pieces of
+/// `buf`'s size, stopping at the first non-zero piece.
+fn all_zero(
+    len: u64,
+    buf: &mut [u8],
+    read: impl Fn(&mut [u8], u64) -> Result<()>,
+) -> Result<bool> {
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        read(&mut buf[..n], pos)?;
+        if !is_zero(&buf[..n]) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+/// Bytes the file at `path` occupies on the host (allocated blocks), where that is known.
+pub fn host_bytes(path: &std::path::Path) -> Option<u64> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        file.metadata().ok().map(|m| m.blocks() * 512)
+        std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = path;
         None
     }
 }
@@ -473,6 +545,16 @@ pub fn compact_copy(
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<CompactStats> {
     use crate::ops::convert::{place, temp_path};
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    if same(input, out) {
+        return Err(Error::invalid_argument(
+            "the output is the input itself; compact in place without -o instead",
+        )
+        .in_file(out));
+    }
     if !overwrite && out.symlink_metadata().is_ok() {
         return Err(Error::invalid_argument(
             "the output file already exists (overwriting it was not asked for)",
@@ -496,7 +578,20 @@ pub fn compact_copy(
     }
     let tmp = temp_path(out)?;
     let result = (|| {
-        std::fs::copy(input, &tmp).map_err(|e| Error::io(e, "copying the image").in_file(&tmp))?;
+        // A copy that keeps the holes of a sparse image: it never takes more host space.
+        let len = src
+            .metadata()
+            .map_err(|e| Error::io(e, "reading the file length").in_file(input))?
+            .len();
+        let dst = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(e, "cannot create the output file").in_file(&tmp))?;
+        dst.set_len(len)
+            .and_then(|()| crate::storage::sparse::copy_keeping_holes(&src, 0, &dst, 0, len))
+            .map_err(|e| Error::io(e, "copying the image").in_file(&tmp))?;
+        drop(dst);
         let d = WritableDisk::open(&tmp, opts)?;
         let mut stats = d.compact(mode, progress)?;
         d.close()?;
@@ -505,7 +600,7 @@ pub fn compact_copy(
             .map_err(|e| Error::io(e, "reading the file length").in_file(input))?
             .len();
         stats.bytes_reclaimed = stats.file_len_before.saturating_sub(stats.file_len_after);
-        stats.host_bytes_before = host_bytes(&src);
+        stats.host_bytes_before = host_bytes(input);
         Ok(stats)
     })();
     let result = result.and_then(|s| place(&tmp, out, overwrite).map(|()| s));

@@ -238,8 +238,63 @@ fn quick_retrim_and_copies() {
         allocated(&p2)
     );
     assert!(r.bytes_reclaimed >= 3 * MIB);
+    assert_eq!(r.bytes_reclaimed, h0 - allocated(&p2));
     assert_same(&qemu_raw(&p2, "vhdx"), &want2, "retrim");
     qemu_check(&p2);
+    // Nothing left: a second retrim (and its dry run, on a read-only disk) reclaims nothing.
+    let dry =
+        vhdx_core::write::compact::compact_dry_run(&Disk::open(&p2).unwrap(), CompactMode::Retrim)
+            .unwrap();
+    assert_eq!(dry.bytes_reclaimed, 0, "{dry:?}");
+    // Compaction never makes a sparse image take more host space: in place, and as a copy.
+    let sample = dir.path().join("sample.vhdx");
+    let mut gz = flate2::read::GzDecoder::new(std::io::Cursor::new(
+        std::fs::read(testdata().join("fuzz/base.vhdx.gz")).unwrap(),
+    ));
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut gz, &mut raw).unwrap();
+    std::fs::write(&sample, &raw).unwrap();
+    // Make it sparse: punch the zero runs.
+    let s0 = Disk::open_rw(&sample, &OpenOptions::default()).unwrap();
+    s0.compact(CompactMode::Retrim, None).unwrap();
+    s0.close().unwrap();
+    drop(s0);
+    let host0 = allocated(&sample);
+    let copy = dir.path().join("sample-out.vhdx");
+    compact_copy(
+        &sample,
+        &copy,
+        CompactMode::Full,
+        false,
+        &OpenOptions::default(),
+        None,
+    )
+    .unwrap();
+    assert!(
+        allocated(&copy) <= host0,
+        "copy: {} > {host0}",
+        allocated(&copy)
+    );
+    let s1 = Disk::open_rw(&sample, &OpenOptions::default()).unwrap();
+    s1.compact(CompactMode::Full, None).unwrap();
+    s1.close().unwrap();
+    assert!(
+        allocated(&sample) <= host0,
+        "in place: {} > {host0}",
+        allocated(&sample)
+    );
+    assert_same(&our_read_all(&sample), &our_read_all(&copy), "sample");
+    // The output may not be the input.
+    let e = compact_copy(
+        &sample,
+        &sample,
+        CompactMode::Full,
+        true,
+        &OpenOptions::default(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), vhdx_core::ErrorKind::InvalidArgument, "{e}");
     // Fixed disks: nothing to do, said so.
     let f = dir.path().join("f.vhdx");
     create(
