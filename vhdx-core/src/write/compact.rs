@@ -22,9 +22,9 @@
 
 use super::layout::{self, Layout};
 use super::{Engine, WritableDisk};
+use crate::bytes::is_zero;
 use crate::chain::Disk;
 use crate::disk::Layer;
-use crate::bytes::is_zero;
 use crate::disk::VirtualDisk;
 use crate::error::{Error, Result};
 use crate::format::vhdx::bat as fb;
@@ -108,7 +108,12 @@ struct Analysis {
 
 /// The stats every run starts from: sizes before, and for a differencing disk what its
 /// parents hold.
-fn base_stats(disk: &Disk, mode: CompactMode, dry_run: bool, file_len: u64) -> Result<CompactStats> {
+fn base_stats(
+    disk: &Disk,
+    mode: CompactMode,
+    dry_run: bool,
+    file_len: u64,
+) -> Result<CompactStats> {
     let mut stats = CompactStats {
         mode,
         dry_run,
@@ -128,7 +133,10 @@ fn base_stats(disk: &Disk, mode: CompactMode, dry_run: bool, file_len: u64) -> R
         let paths = disk
             .chain()
             .iter()
-            .map(|d| d.path().map_or_else(String::new, |p| p.display().to_string()))
+            .map(|d| {
+                d.path()
+                    .map_or_else(String::new, |p| p.display().to_string())
+            })
             .collect();
         let u = crate::ops::info::chain_usage(disk, paths)?;
         stats.parent_data_bytes = Some(u.parent_data_bytes);
@@ -148,14 +156,7 @@ fn analyze(
     file_len: u64,
     progress: &dyn Fn(u64),
 ) -> Result<Option<Analysis>> {
-    let storage = Layer::storage(disk);
-    let lay = match disk.image() {
-        Image::Vhdx(v) if v.metadata().leave_block_allocated => None,
-        Image::Vhdx(v) => Some(layout::vhdx_layout(v, storage)?),
-        Image::Vhd(v) => layout::vhd_layout(v, storage)?,
-        Image::Raw(_) => None,
-    };
-    let Some(mut lay) = lay else {
+    let Some(mut lay) = layout_of(disk)? else {
         return Ok(None);
     };
     lay.validate("block layout")?;
@@ -171,7 +172,10 @@ fn analyze(
     if mode == CompactMode::Full {
         let found = zero_blocks(disk, &lay, progress)?;
         let gone: std::collections::HashSet<usize> = found.iter().map(|r| r.0).collect();
-        releases = found.iter().map(|&(i, e)| (lay.units[i].index, e)).collect();
+        releases = found
+            .iter()
+            .map(|&(i, e)| (lay.units[i].index, e))
+            .collect();
         let mut i = 0;
         lay.units.retain(|_| {
             i += 1;
@@ -190,6 +194,17 @@ fn analyze(
         moves,
         end: end.min(file_len),
     }))
+}
+
+/// The layout of `disk`'s image, `None` when it has nothing to compact (fixed disks).
+fn layout_of(disk: &Disk) -> Result<Option<Layout>> {
+    let storage = Layer::storage(disk);
+    match disk.image() {
+        Image::Vhdx(v) if v.metadata().leave_block_allocated => Ok(None),
+        Image::Vhdx(v) => layout::vhdx_layout(v, storage).map(Some),
+        Image::Vhd(v) => layout::vhd_layout(v, storage),
+        Image::Raw(_) => Ok(None),
+    }
 }
 
 /// What compacting `disk` with `mode` would do, changing nothing (no lock is needed: it
@@ -273,16 +288,27 @@ impl WritableDisk {
             .len()
             .map_err(|e| Error::io(e, "reading the file length"))?;
         let mut stats = base_stats(&self.disk, mode, false, file_len)?;
-        // Progress: the zero scan (full mode) is the first half, the moves the second.
+        // Progress, in bytes: the zero scan of the payload blocks (full mode), then the
+        // moves, counted as if every block moved (the rest is skipped at the end).
+        let (scan_total, all_units) = layout_of(&self.disk)?.map_or((0, 0), |l| {
+            let sum = |f: fn(&layout::Unit) -> bool| {
+                l.units
+                    .iter()
+                    .filter(|u| f(u))
+                    .map(|u| u.length)
+                    .sum::<u64>()
+            };
+            (sum(|u| u.payload), sum(|_| true))
+        });
         let scan_total = if mode == CompactMode::Full {
-            self.disk.size()
+            scan_total
         } else {
             0
         };
-        let total = std::cell::Cell::new(scan_total.max(1));
+        let total = (scan_total + all_units).max(1);
         let report = |done: u64| {
             if let Some(p) = progress {
-                p(done.min(total.get()), total.get());
+                p(done.min(total), total);
             }
         };
         let Some(a) = analyze(&self.disk, mode, file_len, &report)? else {
@@ -308,7 +334,7 @@ impl WritableDisk {
             if let (Some(b), Some(a)) = (stats.host_bytes_before, stats.host_bytes_after) {
                 stats.bytes_reclaimed = b.saturating_sub(a);
             }
-            report(total.get());
+            report(total);
             stats.seconds = t0.elapsed().as_secs_f64();
             return Ok(stats);
         }
@@ -331,8 +357,6 @@ impl WritableDisk {
                 Engine::Raw => {}
             }
         }
-        let move_bytes = stats.bytes_moved;
-        total.set(scan_total + move_bytes.max(1));
         let mut done = scan_total;
         for &(i, to) in &a.moves {
             let u = a.lay.units[i];
@@ -385,7 +409,7 @@ impl WritableDisk {
             }
             Engine::Raw => {}
         }
-        report(total.get());
+        report(total);
         stats.host_bytes_after = host_bytes(self.path());
         stats.seconds = t0.elapsed().as_secs_f64();
         Ok(stats)
@@ -434,7 +458,7 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
                 break;
             }
             let u = lay.units[i];
-            scanned.fetch_add(bs, Ordering::Relaxed);
+            scanned.fetch_add(u.length, Ordering::Relaxed);
             // The payload of a VHD block follows its bitmap.
             let data = u.offset + (u.length - bs);
             let block = if is_vhdx {
@@ -458,12 +482,11 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
             };
             let entry = if parent_zero {
                 fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0)
-            } else if is_vhdx && fb::entry_state(
-                match disk.image() {
+            } else if is_vhdx
+                && fb::entry_state(match disk.image() {
                     Image::Vhdx(v) => v.bat().entry(storage, u.index)?,
                     _ => 0,
-                },
-            ) == fb::PAYLOAD_FULLY_PRESENT
+                }) == fb::PAYLOAD_FULLY_PRESENT
             {
                 fb::make_entry(fb::PAYLOAD_ZERO, 0)
             } else {
@@ -500,11 +523,7 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
 
 /// Whether the `len` bytes `read(buf, offset_within)` gives are all zero, read in pieces of
 /// `buf`'s size, stopping at the first non-zero piece.
-fn all_zero(
-    len: u64,
-    buf: &mut [u8],
-    read: impl Fn(&mut [u8], u64) -> Result<()>,
-) -> Result<bool> {
+fn all_zero(len: u64, buf: &mut [u8], read: impl Fn(&mut [u8], u64) -> Result<()>) -> Result<bool> {
     let mut pos = 0;
     while pos < len {
         let n = (len - pos).min(buf.len() as u64) as usize;
@@ -545,7 +564,8 @@ pub fn compact_copy(
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<CompactStats> {
     use crate::ops::convert::{place, temp_path};
-    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
+    {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     };
