@@ -122,7 +122,8 @@ pub fn copy_range(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::
     // SAFETY: both descriptors are open (for reading and for writing) for the duration of
     // the call; the two offsets are locals that the kernel updates; no buffer of ours is
     // involved.
-    let r = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut s, to.as_raw_fd(), &mut d, n, 0) };
+    let r =
+        unsafe { libc::copy_file_range(from.as_raw_fd(), &mut s, to.as_raw_fd(), &mut d, n, 0) };
     if r >= 0 {
         return Ok(r as u64);
     }
@@ -137,7 +138,13 @@ pub fn copy_range(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::
 
 /// In-kernel copies are not available here.
 #[cfg(not(target_os = "linux"))]
-pub fn copy_range(_from: &File, _src: u64, _to: &File, _dst: u64, _len: u64) -> std::io::Result<u64> {
+pub fn copy_range(
+    _from: &File,
+    _src: u64,
+    _to: &File,
+    _dst: u64,
+    _len: u64,
+) -> std::io::Result<u64> {
     Ok(0)
 }
 
