@@ -23,8 +23,8 @@
 //! Windows cannot use that form, but the relative path is the one Windows tries first).
 //! No `volume_path` is written: a volume GUID is not known on Linux.
 
-mod vhd;
-mod vhdx;
+pub(crate) mod vhd;
+pub(crate) mod vhdx;
 
 use crate::chain::open_image;
 use crate::error::{Error, ErrorKind, Result};
@@ -121,17 +121,17 @@ pub fn format_from_extension(path: &Path) -> Option<Format> {
 
 /// The facts about a parent that a child records.
 #[derive(Debug)]
-struct ParentFacts {
+pub(crate) struct ParentFacts {
     /// Stored `relative_path` / W2ru value (relative to the child's folder, backslashes).
-    relative: String,
+    pub(crate) relative: String,
     /// Stored absolute path (`\\?\…` for VHDX, plain for VHD W2ku).
-    absolute: String,
+    pub(crate) absolute: String,
     /// File name of the parent.
-    file_name: String,
+    pub(crate) file_name: String,
     /// The parent as opened.
-    image: Image,
+    pub(crate) image: Image,
     /// Modification time of the parent file, seconds since the Unix epoch.
-    mtime_unix: u64,
+    pub(crate) mtime_unix: u64,
 }
 
 /// Creates the disk `path` described by `opts`. Fails with [`ErrorKind::InvalidArgument`]
@@ -263,7 +263,10 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn parent_facts(parent: &Path, child_dir: &Path) -> Result<ParentFacts> {
+/// What a child in `child_dir` records about `parent`: the parent opened (alone, without its
+/// own parents), its paths as stored (relative to `child_dir`, and absolute) and its
+/// modification time.
+pub(crate) fn parent_facts(parent: &Path, child_dir: &Path) -> Result<ParentFacts> {
     let abs = std::fs::canonicalize(parent).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::new(ErrorKind::ParentNotFound, "the parent does not exist").in_file(parent)

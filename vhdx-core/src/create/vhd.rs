@@ -40,13 +40,70 @@ pub(super) struct VhdPlan {
     parent: Option<ParentLink>,
 }
 
-#[derive(Debug)]
-struct ParentLink {
-    unique_id: [u8; 16],
-    timestamp: u32,
-    unicode_name: Vec<u8>,
-    relative: String,
-    absolute: String,
+/// What a VHD differencing disk records about its parent (FORMATS.md B.6).
+#[derive(Debug, Clone)]
+pub(crate) struct ParentLink {
+    /// The parent footer's UniqueId.
+    pub(crate) unique_id: [u8; 16],
+    /// The parent's modification time, seconds since 2000-01-01 UTC.
+    pub(crate) timestamp: u32,
+    /// The parent's file name, UTF-16 big-endian (at most 512 bytes).
+    pub(crate) unicode_name: Vec<u8>,
+    /// The W2ru path (relative to the child's folder).
+    pub(crate) relative: String,
+    /// The W2ku path (absolute).
+    pub(crate) absolute: String,
+}
+
+impl ParentLink {
+    /// The link to the parent `p`, which must be a VHD.
+    pub(crate) fn new(p: &ParentFacts) -> Result<Self> {
+        let Image::Vhd(v) = &p.image else {
+            return Err(Error::invalid_argument(
+                "the parent of a VHD differencing disk must be a VHD",
+            ));
+        };
+        let name: Vec<u16> = p.file_name.encode_utf16().collect();
+        if name.len() > 256 {
+            return Err(Error::invalid_argument(
+                "the parent's file name is longer than 256 UTF-16 units",
+            ));
+        }
+        Ok(ParentLink {
+            unique_id: v.footer().unique_id,
+            timestamp: u32::try_from(p.mtime_unix.saturating_sub(EPOCH_UNIX)).unwrap_or(u32::MAX),
+            unicode_name: name.iter().flat_map(|u| u.to_be_bytes()).collect(),
+            relative: p.relative.clone(),
+            absolute: p.absolute.clone(),
+        })
+    }
+
+    /// Records the parent's identity, time and name in `h` (its locator entries aside).
+    pub(crate) fn apply(&self, h: &mut DynamicHeader) {
+        h.parent_unique_id = self.unique_id;
+        h.parent_timestamp.set(self.timestamp);
+        h.parent_unicode_name.fill(0);
+        h.parent_unicode_name[..self.unicode_name.len()].copy_from_slice(&self.unicode_name);
+    }
+
+    /// The locators to write, W2ru then W2ku: platform code and data (UTF-16LE).
+    pub(crate) fn locators(&self) -> [([u8; 4], Vec<u8>); 2] {
+        [
+            (
+                PLATFORM_W2RU,
+                crate::format::utf16::encode_le(&self.relative),
+            ),
+            (
+                PLATFORM_W2KU,
+                crate::format::utf16::encode_le(&self.absolute),
+            ),
+        ]
+    }
+}
+
+/// The space reserved for locator data of `len` bytes: whole sectors, at least one.
+pub(crate) fn locator_space(len: usize) -> u64 {
+    (len as u64).next_multiple_of(SECTOR).max(SECTOR)
 }
 
 pub(super) fn plan(opts: &CreateOptions, parent: Option<&ParentFacts>) -> Result<VhdPlan> {
@@ -66,30 +123,10 @@ pub(super) fn plan(opts: &CreateOptions, parent: Option<&ParentFacts>) -> Result
     }
     let (disk_type, default_size, link) = match parent {
         Some(p) => {
-            let Image::Vhd(v) = &p.image else {
-                return Err(Error::invalid_argument(
-                    "the parent of a VHD differencing disk must be a VHD",
-                ));
-            };
-            let name: Vec<u16> = p.file_name.encode_utf16().collect();
-            if name.len() > 256 {
-                return Err(Error::invalid_argument(
-                    "the parent's file name is longer than 256 UTF-16 units",
-                ));
-            }
-            let link = ParentLink {
-                unique_id: v.footer().unique_id,
-                timestamp: u32::try_from(p.mtime_unix.saturating_sub(EPOCH_UNIX))
-                    .unwrap_or(u32::MAX),
-                unicode_name: name.iter().flat_map(|u| u.to_be_bytes()).collect(),
-                relative: p.relative.clone(),
-                absolute: p.absolute.clone(),
-            };
-            (
-                DiskType::Differencing,
-                Some(v.footer().current_size.get()),
-                Some(link),
-            )
+            // (A VHD parent: `ParentLink::new` refuses any other.)
+            let link = ParentLink::new(p)?;
+            let size = p.image.file().layer_size();
+            (DiskType::Differencing, Some(size), Some(link))
         }
         None => (opts.disk_type.unwrap_or(DiskType::Dynamic), None, None),
     };
@@ -185,18 +222,9 @@ pub(super) fn write(storage: &FileStorage, p: &VhdPlan) -> Result<()> {
     h.block_size.set(p.block_size);
     let mut locator_data: Vec<(u64, Vec<u8>)> = Vec::new();
     if let Some(link) = &p.parent {
-        h.parent_unique_id = link.unique_id;
-        h.parent_timestamp.set(link.timestamp);
-        h.parent_unicode_name[..link.unicode_name.len()].copy_from_slice(&link.unicode_name);
-        for (i, (code, text)) in [
-            (PLATFORM_W2RU, &link.relative),
-            (PLATFORM_W2KU, &link.absolute),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let data = crate::format::utf16::encode_le(text);
-            let space = (data.len() as u64).next_multiple_of(SECTOR).max(SECTOR);
+        link.apply(&mut h);
+        for (i, (code, data)) in link.locators().into_iter().enumerate() {
+            let space = locator_space(data.len());
             let len32 = u32::try_from(data.len()).map_err(|_| overflow())?;
             let space32 = u32::try_from(space).map_err(|_| overflow())?;
             let e = &mut h.parent_locators[i];

@@ -50,11 +50,43 @@ pub(super) struct VhdxPlan {
     parent: Option<ParentLink>,
 }
 
-#[derive(Debug)]
-struct ParentLink {
-    linkage: Guid,
-    relative: String,
-    absolute: String,
+/// What a VHDX differencing disk records about its parent (the parent locator's values).
+#[derive(Debug, Clone)]
+pub(crate) struct ParentLink {
+    /// The parent's DataWriteGuid (`parent_linkage`).
+    pub(crate) linkage: Guid,
+    /// `relative_path`.
+    pub(crate) relative: String,
+    /// `absolute_win32_path` (`\\?\` + the host's absolute path).
+    pub(crate) absolute: String,
+}
+
+impl ParentLink {
+    /// The link to the parent `p` (whose DataWriteGuid is `linkage`), its paths written as
+    /// [`super`] describes.
+    pub(crate) fn new(p: &ParentFacts, linkage: Guid) -> Self {
+        ParentLink {
+            linkage,
+            relative: p.relative.clone(),
+            absolute: if p.absolute.starts_with(r"\\?\") {
+                p.absolute.clone()
+            } else {
+                format!(r"\\?\{}", p.absolute)
+            },
+        }
+    }
+
+    /// The key/value pairs of the parent locator, in the order they are written.
+    pub(crate) fn pairs(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "parent_linkage".into(),
+                format!("{{{}}}", self.linkage.to_uuid()),
+            ),
+            ("relative_path".into(), self.relative.clone()),
+            ("absolute_win32_path".into(), self.absolute.clone()),
+        ]
+    }
 }
 
 fn sector_size(n: Option<u32>, default: u32, what: &str) -> Result<u32> {
@@ -76,15 +108,7 @@ pub(super) fn plan(opts: &CreateOptions, parent: Option<&ParentFacts>) -> Result
                 ));
             };
             let m = v.metadata();
-            let link = ParentLink {
-                linkage: v.header().data_write_guid,
-                relative: p.relative.clone(),
-                absolute: if p.absolute.starts_with(r"\\?\") {
-                    p.absolute.clone()
-                } else {
-                    format!(r"\\?\{}", p.absolute)
-                },
-            };
+            let link = ParentLink::new(p, v.header().data_write_guid);
             (
                 DiskType::Differencing,
                 Some(m.virtual_size),
@@ -152,20 +176,16 @@ fn io(e: std::io::Error, what: &'static str) -> Error {
     Error::io(e, what)
 }
 
-/// The parent locator item: header, key/value entries, then UTF-16LE strings.
-fn parent_locator(link: &ParentLink) -> Result<Vec<u8>> {
-    let pairs = [
-        ("parent_linkage", format!("{{{}}}", link.linkage.to_uuid())),
-        ("relative_path", link.relative.clone()),
-        ("absolute_win32_path", link.absolute.clone()),
-    ];
+/// The parent locator item holding `pairs` (MS-VHDX §2.6.2.6; FORMATS.md A.6.6): header,
+/// key/value entries, then the UTF-16LE strings.
+pub(crate) fn encode_parent_locator(pairs: &[(String, String)]) -> Result<Vec<u8>> {
     let mut head = Vec::new();
     head.extend_from_slice(VHDX_LOCATOR_TYPE.as_bytes());
     head.extend_from_slice(&0u16.to_le_bytes());
     head.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
     let mut strings = Vec::new();
     let base = 20 + 12 * pairs.len();
-    for (k, v) in &pairs {
+    for (k, v) in pairs {
         let (k, v) = (
             crate::format::utf16::encode_le(k),
             crate::format::utf16::encode_le(v),
@@ -224,7 +244,11 @@ fn metadata_region(p: &VhdxPlan) -> Result<Vec<u8>> {
         ),
     ];
     if let Some(link) = &p.parent {
-        items.push((PARENT_LOCATOR, parent_locator(link)?, FLAG_IS_REQUIRED));
+        items.push((
+            PARENT_LOCATOR,
+            encode_parent_locator(&link.pairs())?,
+            FLAG_IS_REQUIRED,
+        ));
     }
     region[..8].copy_from_slice(&md::SIGNATURE);
     region[10..12].copy_from_slice(&(items.len() as u16).to_le_bytes());
