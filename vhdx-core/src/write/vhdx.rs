@@ -312,7 +312,12 @@ impl VhdxEngine {
             | fb::PAYLOAD_UNDEFINED
             | fb::PAYLOAD_UNMAPPED
             | fb::PAYLOAD_UNMAPPED_V095 => {
-                let reads_zero = !diff || state != fb::PAYLOAD_NOT_PRESENT;
+                // Only NOT_PRESENT (without a parent) and ZERO are sure to read zeros:
+                // UNDEFINED and UNMAPPED may read anything, so zeros written there are made
+                // explicit. In a differencing disk, NOT_PRESENT shows the parent.
+                let parent_shows = diff && state == fb::PAYLOAD_NOT_PRESENT;
+                let reads_zero =
+                    state == fb::PAYLOAD_ZERO || (!diff && state == fb::PAYLOAD_NOT_PRESENT);
                 let zero = crate::bytes::is_zero(piece);
                 if zero && reads_zero {
                     return Ok(());
@@ -322,7 +327,7 @@ impl VhdxEngine {
                 }
                 let off = allocate(t, v, u64::from(v.metadata().block_size))?;
                 write_payload(t, piece, off + in_block)?;
-                if reads_zero || whole {
+                if !parent_shows || whole {
                     self.set_entry(t, v, block, fb::make_entry(fb::PAYLOAD_FULLY_PRESENT, off))
                 } else {
                     self.mark_present(t, v, block, in_block, n, true)?;
