@@ -385,6 +385,82 @@ fn convert_json_fields() {
     assert_eq!(info["block_size"], MIB);
 }
 
+/// `--azure` writes a fixed VHD of whole MiB (`--format vhd --type fixed` implied); a size
+/// that is not whole is refused (exit 2, naming `--round-up`) unless `--round-up` is given;
+/// contradicting options and `--round-up` alone are refused with exit 2.
+#[test]
+fn convert_azure() {
+    let dir = tempfile::tempdir().unwrap();
+    // 48 MiB + 1 KiB: not a whole number of MiB.
+    let raw = sparse_raw(dir.path());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(48 * MIB + 1024)
+        .unwrap();
+    let out = dir.path().join("azure.out");
+    let o = vhdx(&["convert", "--azure", s(&raw), s(&out)]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("vhdx: error: ") && err.contains("--round-up"),
+        "{err}"
+    );
+    for extra in [
+        &["--format", "vhdx"][..],
+        &["--type", "dynamic"][..],
+        &["--block-size", "2M"][..],
+    ] {
+        let mut args = vec!["convert", "--azure", "--round-up", s(&raw), s(&out)];
+        args.extend_from_slice(extra);
+        let o = vhdx(&args);
+        assert_eq!(code(&o), 2, "{extra:?}");
+        assert!(stderr(&o).contains("contradicts"), "{}", stderr(&o));
+    }
+    let o = vhdx(&["convert", "--round-up", s(&raw), s(&out)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--azure"), "{}", stderr(&o));
+    assert!(!out.exists());
+
+    let o = vhdx(&[
+        "convert",
+        "--azure",
+        "--round-up",
+        "--json",
+        s(&raw),
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["format"], "vhd");
+    assert_eq!(v["disk_type"], "fixed");
+    assert_eq!(v["size"], 49 * MIB);
+    assert_eq!(v["source_size"], 48 * MIB + 1024);
+    assert_eq!(v["file_length"], 49 * MIB + 512);
+    let info: serde_json::Value =
+        serde_json::from_slice(&qemu_img(&["info", "-f", "vpc", "--output=json", s(&out)]))
+            .unwrap();
+    assert_eq!(info["format"], "vpc");
+    assert_eq!(info["virtual-size"].as_u64().unwrap() % MIB, 0);
+    qemu_img(&["compare", "-f", "vpc", "-F", "raw", s(&out), s(&raw)]);
+    // The human summary says it was rounded up.
+    let o = vhdx(&[
+        "convert",
+        "--azure",
+        "--round-up",
+        "--force",
+        s(&raw),
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("fixed VHD, 49 MiB (rounded up from 48 MiB)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 /// What cannot be converted is refused with exit 2 and leaves no file.
 #[test]
 fn convert_bad_arguments_exit_2() {

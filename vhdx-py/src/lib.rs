@@ -6,8 +6,8 @@
 //! up to 64 KiB, which finish sooner than the GIL can be handed over).
 //! Errors become instances of the exception classes defined in `vhdx/errors.py` (chosen by
 //! the error's stable kind), so the class hierarchy lives in one place, in Python.
-//! Reports (`info`, `map`, `check`, `compact`) cross the boundary as JSON text with the same
-//! fields as the CLI's `--json`; the Python layer turns them into dicts.
+//! Reports (`info`, `map`, `check`, `compact`, `convert`) cross the boundary as JSON text with
+//! the same fields as the CLI's `--json`; the Python layer turns them into dicts.
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -479,6 +479,97 @@ fn compact(
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
+/// A format name from Python (`"vhdx"`, `"vhd"`, `"raw"`); `what` names the argument.
+fn parse_format(name: &str, what: &str) -> PyResult<vhdx_core::Format> {
+    match name {
+        "vhdx" => Ok(vhdx_core::Format::Vhdx),
+        "vhd" => Ok(vhdx_core::Format::Vhd),
+        "raw" => Ok(vhdx_core::Format::Raw),
+        other => Err(PyValueError::new_err(format!(
+            "{what} must be \"vhdx\", \"vhd\" or \"raw\", not {other:?}"
+        ))),
+    }
+}
+
+/// Converts the disk at `src` (with its parents; a raw file when `input_format` says so or
+/// its name ends in .raw/.img/.bin) into a new disk at `out` (see
+/// `vhdx_core::ops::convert`) and returns the JSON text of `ConvertStats`. `format` is
+/// `"vhdx"`, `"vhd"`, `"raw"` or `None` (VHD with `azure`, else from `out`'s extension);
+/// `disk_type` is `None` (dynamic) or `"fixed"`. The GIL is released for the whole work;
+/// `progress(done, total)` is called as it advances.
+#[pyfunction]
+#[pyo3(signature = (src, out, format = None, disk_type = None, block_size = None, logical_sector_size = None, azure = false, round_up = false, overwrite = false, input_format = None, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    py: Python<'_>,
+    src: PathBuf,
+    out: PathBuf,
+    format: Option<&str>,
+    disk_type: Option<&str>,
+    block_size: Option<u32>,
+    logical_sector_size: Option<u32>,
+    azure: bool,
+    round_up: bool,
+    overwrite: bool,
+    input_format: Option<&str>,
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    use vhdx_core::ops::convert::{self, ConvertOptions};
+    let format = match format {
+        Some(f) => parse_format(f, "format")?,
+        None if azure => vhdx_core::Format::Vhd,
+        None => convert::format_from_extension(&out).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "cannot tell the output format of {} from its extension; pass format=\"vhdx\", \
+                 \"vhd\" or \"raw\"",
+                out.display()
+            ))
+        })?,
+    };
+    let mut opts = ConvertOptions::new(format)
+        .overwrite(overwrite)
+        .azure(azure)
+        .round_up(round_up);
+    match disk_type {
+        None => {}
+        Some("dynamic") => opts = opts.disk_type(vhdx_core::DiskType::Dynamic),
+        Some("fixed") => opts = opts.disk_type(vhdx_core::DiskType::Fixed),
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "type must be \"dynamic\" or \"fixed\", not {other:?}"
+            )))
+        }
+    }
+    if let Some(b) = block_size {
+        opts = opts.block_size(b);
+    }
+    if let Some(n) = logical_sector_size {
+        opts = opts.logical_sector_size(n);
+    }
+    let mut open = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
+    open.format = input_format
+        .map(|f| parse_format(f, "input_format"))
+        .transpose()?;
+    let relay = progress.as_ref().map(Relay::new);
+    let stats = py.detach(|| {
+        let update = |done, total| {
+            if let Some(r) = &relay {
+                r.report(done, total);
+            }
+        };
+        let update = relay.is_some().then_some(&update as &dyn Fn(u64, u64));
+        let disk = convert::open_source(&src, &open)?;
+        convert::convert(&disk, &out, &opts, update)
+    });
+    if let Some(e) = relay.and_then(Relay::into_error) {
+        return Err(e);
+    }
+    json(&stats.map_err(|e| to_py_err(py, e))?)
+}
+
 /// How many of `n` bytes at `offset` lie inside a disk of `size` bytes.
 fn clamp(size: u64, offset: u64, n: u64) -> usize {
     // Bounded by `n`, which came from a usize.
@@ -551,6 +642,7 @@ fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeDisk>()?;
     m.add_function(wrap_pyfunction!(create_disk, m)?)?;
     m.add_function(wrap_pyfunction!(compact, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

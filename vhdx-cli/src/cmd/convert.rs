@@ -1,6 +1,7 @@
 //! `vhdx convert IN OUT`: copy a disk (with its chain, or a raw file) into a new dynamic or
-//! fixed VHDX or VHD, or a sparse raw file. The output format comes from `--format` or,
-//! failing that, from OUT's extension; an existing OUT is refused unless `--force` is given.
+//! fixed VHDX or VHD, a sparse raw file, or (`--azure`) an Azure-ready fixed VHD. The output
+//! format comes from `--format`, `--azure` or, failing both, OUT's extension; an existing
+//! OUT is refused unless `--force` is given.
 
 use super::create::{parse_size, CreateType};
 use super::{ChainArgs, CliError};
@@ -9,8 +10,10 @@ use crate::progress::Progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use vhdx_core::ops::convert::{convert, ConvertOptions, ConvertStats};
-use vhdx_core::{Disk, DiskType, ErrorKind, Format};
+use vhdx_core::ops::convert::{
+    convert, format_from_extension, open_source, ConvertOptions, ConvertStats,
+};
+use vhdx_core::{Disk, DiskType, Format};
 
 /// Formats `--format` and `--input-format` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +70,17 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N")]
     pub logical_sector_size: Option<u32>,
 
+    /// Make an Azure-ready disk: a fixed VHD whose virtual size is a whole number of MiB (at
+    /// least 20 MiB). Implies `--format vhd --type fixed`; contradicting options are refused,
+    /// and so is a source of another size unless `--round-up` is given.
+    #[arg(long)]
+    pub azure: bool,
+
+    /// With `--azure`: round a virtual size that is not a whole number of MiB up to the next
+    /// MiB (and one under 20 MiB up to 20 MiB); the added tail reads as zeros.
+    #[arg(long, requires = "azure")]
+    pub round_up: bool,
+
     /// Replace OUT if it exists (atomically, once the new file is complete).
     #[arg(long)]
     pub force: bool,
@@ -84,40 +98,18 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
     u32::try_from(parse_size(s)?).map_err(|_| format!("`{s}` is too large for a block size"))
 }
 
-/// The output format named by a path's extension.
-fn format_from_extension(path: &Path) -> Option<Format> {
-    vhdx_core::create::format_from_extension(path)
-        .or_else(|| is_raw_name(path).then_some(Format::Raw))
-}
-
-/// Whether `path` has an extension raw images use.
-fn is_raw_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["raw", "img", "bin"].contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// Opens IN: as `--input-format` says, else detected, else raw when its name says so.
 fn open_input(args: &ConvertArgs) -> Result<Disk, CliError> {
     let mut opts = args.chain.open_options(true);
     opts.format = args.input_format.map(Format::from);
-    match Disk::open_with(&args.input, &opts) {
-        Err(e)
-            if e.kind() == ErrorKind::NotADisk
-                && opts.format.is_none()
-                && is_raw_name(&args.input) =>
-        {
-            opts.format = Some(Format::Raw);
-            Ok(Disk::open_with(&args.input, &opts)?)
-        }
-        r => Ok(r?),
-    }
+    Ok(open_source(&args.input, &opts)?)
 }
 
 /// The conversion the arguments ask for.
 fn options(args: &ConvertArgs) -> Result<ConvertOptions, CliError> {
     let format = match args.format {
         Some(f) => Format::from(f),
+        None if args.azure => Format::Vhd,
         None => format_from_extension(&args.output).ok_or_else(|| {
             CliError::unusable(format!(
                 "cannot tell the output format of {} from its extension; pass --format \
@@ -126,7 +118,10 @@ fn options(args: &ConvertArgs) -> Result<ConvertOptions, CliError> {
             ))
         })?,
     };
-    let mut opts = ConvertOptions::new(format).overwrite(args.force);
+    let mut opts = ConvertOptions::new(format)
+        .overwrite(args.force)
+        .azure(args.azure)
+        .round_up(args.round_up);
     if let Some(t) = args.disk_type {
         opts = opts.disk_type(match t {
             CreateType::Dynamic => DiskType::Dynamic,
@@ -188,11 +183,15 @@ pub fn render(out: &mut dyn Write, path: &Path, s: &ConvertStats) -> io::Result<
     if let Some(b) = s.block_size {
         kind.push_str(&format!(" ({} blocks)", size(u64::from(b))));
     }
+    let mut virtual_size = size(s.size);
+    if s.size != s.source_size {
+        virtual_size.push_str(&format!(" (rounded up from {})", size(s.source_size)));
+    }
     writeln!(
         out,
-        "wrote {}: {kind}, {} virtual; {} of data written, {} skipped as zeros; file {}",
+        "wrote {}: {kind}, {virtual_size} virtual; {} of data written, {} skipped as zeros; \
+         file {}",
         path.display(),
-        size(s.size),
         size(s.bytes_written),
         size(s.bytes_skipped),
         size(s.file_length)

@@ -118,11 +118,12 @@ fn qemu_vhd_data_blocks(p: &Path, bs: u64) -> u64 {
     blocks.len() as u64
 }
 
-/// Length of an empty disk made with `opts` (what a dynamic output is before any block).
-fn empty_len(opts: CreateOptions) -> u64 {
+/// Length of an empty VHDX of `size` bytes made with `opts` (what a dynamic output is before
+/// any block).
+fn empty_len(opts: CreateOptions, size: u64) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("empty.vhdx");
-    create(&p, &opts.size(SIZE)).unwrap();
+    create(&p, &opts.size(size)).unwrap();
     std::fs::metadata(p).unwrap().len()
 }
 
@@ -171,7 +172,8 @@ fn raw_to_dynamic_vhdx_is_identical_and_allocates_only_data_blocks() {
                 assert_same(&pyvhdi_read_all(&out, &[]), &raw, &what);
             }
             let blocks = nonzero_blocks(&raw, u64::from(bs));
-            let base = empty_len(CreateOptions::new().block_size(bs).logical_sector_size(lss));
+            let shape = CreateOptions::new().block_size(bs).logical_sector_size(lss);
+            let base = empty_len(shape, SIZE);
             assert_eq!(
                 st.file_length,
                 base + blocks * u64::from(bs),
@@ -437,4 +439,391 @@ fn progress_reaches_the_total() {
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
     assert!(seen.iter().all(|&(_, t)| t == SIZE));
     assert_eq!(seen.last(), Some(&(SIZE, SIZE)));
+}
+
+/// An input of the conversion matrix: the image, the format QEMU opens it with, the raw file
+/// holding what it must read as when QEMU cannot open it (differencing chains), and the
+/// folder keeping it alive.
+struct Input {
+    name: &'static str,
+    path: PathBuf,
+    qemu_fmt: &'static str,
+    expected: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Input {
+    /// The file and format QEMU reads as this input's content.
+    fn reference(&self) -> (&Path, &str) {
+        match &self.expected {
+            Some(raw) => (raw, "raw"),
+            None => (&self.path, self.qemu_fmt),
+        }
+    }
+}
+
+/// An input made by qemu-img and filled by qemu-io (see `make_qemu_image`), 24 MiB.
+fn qemu_input(name: &'static str, fmt: &'static str, opts: &str, seed: u64) -> Input {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_qemu_image(dir.path(), name, fmt, opts, "24M", seed);
+    Input {
+        name,
+        path,
+        qemu_fmt: fmt,
+        expected: None,
+        _dir: dir,
+    }
+}
+
+/// A sparse raw input of 20 MiB + 3.5 KiB (a whole number of 512-byte sectors, not of 4 KiB
+/// pages or of any block): data across block edges, in the last sector, a lone byte, and
+/// 3 MiB of explicitly written zeros.
+fn raw_input() -> Input {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.raw");
+    let size = 20 * MIB + 3584;
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let mut rng = Rng(0xc0ffee);
+    for (off, len) in [
+        (0, 8192),
+        (2 * MIB - 4096, 12288),
+        (5 * MIB + 333, 1),
+        (9 * MIB, 3 * MIB + 512),
+        (size - 512, 512),
+    ] {
+        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8 | 0x80).collect();
+        f.write_all_at(&data, off).unwrap();
+    }
+    f.write_all_at(&vec![0u8; 3 * MIB as usize], 14 * MIB)
+        .unwrap();
+    Input {
+        name: "raw",
+        path,
+        qemu_fmt: "raw",
+        expected: None,
+        _dir: dir,
+    }
+}
+
+/// The grandchild of committed chain `chain`, judged against the chain builder's expected
+/// content (QEMU opens neither differencing VHDX nor, in full, the builder's VHD chains).
+fn chain_input(chain: &'static str, top: &str, qemu_fmt: &'static str) -> Input {
+    let dir = fixture(chain);
+    let path = dir.path().join(top);
+    let expected = expected_file(chain, top, false, dir.path());
+    Input {
+        name: chain,
+        path,
+        qemu_fmt,
+        expected: Some(expected),
+        _dir: dir,
+    }
+}
+
+/// An output of the conversion matrix.
+struct Output {
+    name: &'static str,
+    ext: &'static str,
+    opts: ConvertOptions,
+    /// QEMU's driver name for reading it.
+    qemu_fmt: &'static str,
+    /// `qemu-img convert -O FMT -o OPTS` making the same kind of disk, for dynamic outputs.
+    qemu_make: Option<(&'static str, &'static str)>,
+}
+
+/// Every output: dynamic and fixed VHDX (1 MiB blocks, so that allocation is measured finely),
+/// dynamic (2 MiB blocks) and fixed VHD, sparse raw.
+fn outputs() -> Vec<Output> {
+    let fixed = DiskType::Fixed;
+    vec![
+        Output {
+            name: "vhdx-dynamic",
+            ext: "vhdx",
+            opts: ConvertOptions::new(Format::Vhdx).block_size(MIB as u32),
+            qemu_fmt: "vhdx",
+            qemu_make: Some(("vhdx", "subformat=dynamic,block_size=1M")),
+        },
+        Output {
+            name: "vhdx-fixed",
+            ext: "vhdx",
+            opts: ConvertOptions::new(Format::Vhdx).disk_type(fixed),
+            qemu_fmt: "vhdx",
+            qemu_make: None,
+        },
+        Output {
+            name: "vhd-dynamic",
+            ext: "vhd",
+            opts: ConvertOptions::new(Format::Vhd),
+            qemu_fmt: "vpc",
+            qemu_make: Some(("vpc", "subformat=dynamic,force_size=on")),
+        },
+        Output {
+            name: "vhd-fixed",
+            ext: "vhd",
+            opts: ConvertOptions::new(Format::Vhd).disk_type(fixed),
+            qemu_fmt: "vpc",
+            qemu_make: None,
+        },
+        Output {
+            name: "raw",
+            ext: "raw",
+            opts: ConvertOptions::new(Format::Raw),
+            qemu_fmt: "raw",
+            qemu_make: None,
+        },
+    ]
+}
+
+/// Bytes a VHD block costs us beyond what QEMU's layout costs: we start each block's data on
+/// a 4 KiB boundary (so guest pages do not straddle host pages), QEMU right after the
+/// 512-byte bitmap.
+const VHD_ALIGNMENT_COST: u64 = 4096 - 512;
+
+/// Converts `input` into every output and judges each with QEMU: `qemu-img compare` with the
+/// input (or its expected content), `qemu-img check` for VHDX. A dynamic output must allocate
+/// exactly the blocks whose content (as QEMU exports it, or the chain builder expects it) holds
+/// a non-zero byte — counted by `qemu-img map` for VHD, from the file length for VHDX (QEMU
+/// maps no VHDX allocation) — and be no larger than what `qemu-img convert` makes of the same
+/// content (a VHD may exceed it by our 4 KiB alignment per block).
+fn convert_to_every_output(input: Input) {
+    let src = Disk::open(&input.path).unwrap_or_else(|e| panic!("{}: {e}", input.name));
+    let work = tempfile::tempdir().unwrap();
+    let (reference, ref_fmt) = input.reference();
+    let content = match ref_fmt {
+        "raw" => std::fs::read(reference).unwrap(),
+        fmt => qemu_raw(reference, fmt),
+    };
+    assert_eq!(content.len() as u64, src.size(), "{}", input.name);
+    for o in outputs() {
+        let what = format!("{} -> {}", input.name, o.name);
+        let out = work.path().join(format!("out-{}.{}", o.name, o.ext));
+        let st = convert_ok(&src, &out, &o.opts);
+        qemu_identical(&out, o.qemu_fmt, reference, ref_fmt);
+        if o.qemu_fmt == "vhdx" {
+            qemu_check_no_leaks(&out);
+        }
+        if o.name == "vhd-fixed" {
+            assert_eq!(st.file_length, src.size() + 512, "{what}: data + footer");
+        }
+        let Some((qfmt, qopts)) = o.qemu_make else {
+            continue;
+        };
+        let bs = u64::from(st.block_size.unwrap());
+        let blocks = nonzero_blocks(&content, bs);
+        let allowance = if qfmt == "vpc" {
+            assert_eq!(qemu_vhd_data_blocks(&out, bs), blocks, "{what}");
+            blocks * VHD_ALIGNMENT_COST
+        } else {
+            let base = empty_len(CreateOptions::new().block_size(bs as u32), src.size());
+            assert_eq!(
+                st.file_length,
+                base + blocks * bs,
+                "{what}: {blocks} blocks"
+            );
+            0
+        };
+        let theirs = work.path().join(format!("qemu-{}.{}", o.name, o.ext));
+        qemu_img(&[
+            "convert",
+            "-f",
+            ref_fmt,
+            "-O",
+            qfmt,
+            "-o",
+            qopts,
+            s(reference),
+            s(&theirs),
+        ]);
+        let their_len = std::fs::metadata(&theirs).unwrap().len();
+        assert!(
+            st.file_length <= their_len + allowance,
+            "{what}: {} bytes, qemu-img convert {their_len} (+{allowance} allowed)",
+            st.file_length
+        );
+    }
+}
+#[test]
+fn matrix_from_qemu_dynamic_vhdx() {
+    convert_to_every_output(qemu_input(
+        "qemu-dynamic.vhdx",
+        "vhdx",
+        "subformat=dynamic,block_size=1M",
+        11,
+    ));
+}
+
+#[test]
+fn matrix_from_qemu_fixed_vhdx() {
+    convert_to_every_output(qemu_input("qemu-fixed.vhdx", "vhdx", "subformat=fixed", 12));
+}
+
+#[test]
+fn matrix_from_qemu_dynamic_vhd() {
+    convert_to_every_output(qemu_input(
+        "qemu-dynamic.vhd",
+        "vpc",
+        "subformat=dynamic,force_size=on",
+        13,
+    ));
+}
+
+#[test]
+fn matrix_from_qemu_fixed_vhd() {
+    convert_to_every_output(qemu_input(
+        "qemu-fixed.vhd",
+        "vpc",
+        "subformat=fixed,force_size=on",
+        14,
+    ));
+}
+
+#[test]
+fn matrix_from_raw() {
+    convert_to_every_output(raw_input());
+}
+
+#[test]
+fn matrix_from_vhdx_chain() {
+    convert_to_every_output(chain_input("vhdx512", "grandchild.vhdx", "vhdx"));
+}
+
+#[test]
+fn matrix_from_vhd_chain() {
+    convert_to_every_output(chain_input("vhd", "grandchild.vhd", "vpc"));
+}
+
+/// The fields Azure looks at in a VHD footer (the file's last 512 bytes): cookie, creator
+/// application, original and current size, disk type.
+fn vhd_footer(p: &Path) -> (Vec<u8>, Vec<u8>, u64, u64, u32) {
+    let b = std::fs::read(p).unwrap();
+    let f = &b[b.len() - 512..];
+    let be64 = |o: usize| u64::from_be_bytes(f[o..o + 8].try_into().unwrap());
+    let disk_type = u32::from_be_bytes(f[60..64].try_into().unwrap());
+    (
+        f[0..8].to_vec(),
+        f[28..32].to_vec(),
+        be64(40),
+        be64(48),
+        disk_type,
+    )
+}
+
+/// An Azure conversion (issue #5 items 4 and 7): a fixed VHD whose size is a whole number of
+/// MiB, checked with `qemu-img info` (format vpc, the size), `qemu-img map` (every byte at
+/// the same offset of the file: fixed), the footer's bytes, and `qemu-img compare` with the
+/// source (the rounded-up tail reads as zeros). Sizes Azure would refuse and options that
+/// contradict a fixed VHD are refused before anything is written.
+#[test]
+fn azure_output_is_a_fixed_vhd_of_whole_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 21 * MIB + 512;
+    let src_path = d.join("odd.raw");
+    let f = std::fs::File::create(&src_path).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(&[0x5a; 4096], 0).unwrap();
+    f.write_all_at(&[0xa5; 512], size - 512).unwrap();
+    let src = open_raw(&src_path);
+    let out = d.join("azure.vhd");
+    let azure = || ConvertOptions::new(Format::Vhd).azure(true);
+
+    let e = convert(&src, &out, &azure(), None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(e.path(), Some(out.as_path()));
+    assert_eq!(e.found_value(), Some(size.to_string().as_str()));
+    let text = e.to_string();
+    assert!(
+        text.contains("whole number of MiB") && text.contains("--round-up"),
+        "{text}"
+    );
+    for (opts, says) in [
+        (ConvertOptions::new(Format::Vhdx).azure(true), "VHDX output"),
+        (ConvertOptions::new(Format::Raw).azure(true), "RAW output"),
+        (azure().disk_type(DiskType::Dynamic), "dynamic disk"),
+        (azure().block_size(2 << 20), "block size"),
+        (azure().logical_sector_size(4096), "4096-byte sectors"),
+        (
+            ConvertOptions::new(Format::Vhd).round_up(true),
+            "Azure conversions only",
+        ),
+    ] {
+        let e = convert(&src, &out, &opts.round_up(true), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(says), "{says}: {e}");
+    }
+    let small = d.join("small.raw");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(3 * MIB)
+        .unwrap();
+    let e = convert(&open_raw(&small), &out, &azure(), None).unwrap_err();
+    assert!(e.to_string().contains("minimum of 20 MiB"), "{e}");
+    let big = d.join("big.vhdx");
+    create(&big, &CreateOptions::new().size(2041 << 30)).unwrap();
+    let e = convert(&Disk::open(&big).unwrap(), &out, &azure(), None).unwrap_err();
+    assert!(e.to_string().contains("2040 GiB"), "{e}");
+    assert_eq!(
+        strays(d, &["odd.raw", "small.raw", "big.vhdx"]),
+        Vec::<String>::new()
+    );
+
+    let st = convert(&src, &out, &azure().round_up(true), None).unwrap();
+    assert_eq!((st.size, st.source_size), (22 * MIB, size));
+    assert_eq!(st.bytes_written + st.bytes_skipped, st.size);
+    assert_eq!(
+        (st.format, st.disk_type, st.block_size),
+        (Format::Vhd, Some(DiskType::Fixed), None)
+    );
+    assert_eq!(st.file_length, 22 * MIB + 512);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), st.file_length);
+    let info: serde_json::Value =
+        serde_json::from_slice(&qemu_img(&["info", "-f", "vpc", "--output=json", s(&out)]))
+            .unwrap();
+    assert_eq!(info["format"], "vpc");
+    assert_eq!(info["virtual-size"].as_u64(), Some(22 * MIB));
+    let map: serde_json::Value =
+        serde_json::from_slice(&qemu_img(&["map", "-f", "vpc", "--output=json", s(&out)])).unwrap();
+    for e in map.as_array().unwrap() {
+        assert_eq!(
+            e["offset"], e["start"],
+            "not laid out as a fixed VHD: {map}"
+        );
+    }
+    assert_eq!(
+        vhd_footer(&out),
+        (
+            b"conectix".to_vec(),
+            b"win ".to_vec(),
+            22 * MIB,
+            22 * MIB,
+            2
+        )
+    );
+    qemu_identical(&out, "vpc", &src_path, "raw");
+    let mut want = std::fs::read(&src_path).unwrap();
+    want.resize((22 * MIB) as usize, 0);
+    assert_same(&pyvhdi_read_all(&out, &[]), &want, "libvhdi");
+
+    // Under 20 MiB, rounding up lifts the size to Azure's minimum.
+    let st = convert(
+        &open_raw(&small),
+        &d.join("small.vhd"),
+        &azure().round_up(true),
+        None,
+    )
+    .unwrap();
+    assert_eq!((st.size, st.source_size), (20 * MIB, 3 * MIB));
+    // A whole number of MiB is kept as it is; fixed agrees with Azure.
+    let whole = make_qemu_image(d, "whole.vhdx", "vhdx", "block_size=1M", "24M", 21);
+    let w = d.join("whole.vhd");
+    let st = convert(
+        &Disk::open(&whole).unwrap(),
+        &w,
+        &azure().disk_type(DiskType::Fixed),
+        None,
+    )
+    .unwrap();
+    assert_eq!((st.size, st.source_size), (24 * MIB, 24 * MIB));
+    qemu_identical(&w, "vpc", &whole, "vhdx");
 }

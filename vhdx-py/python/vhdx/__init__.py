@@ -7,6 +7,7 @@
 ...     disk.write_at(1 << 20, b"hello")
 ...     disk.trim(32 << 20, 64 << 20)
 >>> vhdx.compact("disk.vhdx")["bytes_reclaimed"]   # doctest: +SKIP
+>>> vhdx.convert("disk.vhdx", "azure.vhd", azure=True)["size"]   # doctest: +SKIP
 
 Differencing disks open with their whole parent chain (located through the locators, or
 given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
@@ -22,6 +23,7 @@ from typing import Any, Callable, Literal, Optional, Sequence, Union
 from ._disk import Disk
 from ._vhdx import NativeDisk, __version__, create_disk
 from ._vhdx import compact as _compact
+from ._vhdx import convert as _convert
 from .errors import (
     ChainLoopError,
     CorruptImageError,
@@ -41,6 +43,7 @@ __all__ = [
     "open",
     "create",
     "compact",
+    "convert",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -241,3 +244,79 @@ def compact(
         )
     )
     return {"path": os.fspath(path), "output": None if out is None else os.fspath(out), **stats}
+
+
+def convert(
+    src: _Path,
+    out: _Path,
+    *,
+    format: Optional[Literal["vhdx", "vhd", "raw"]] = None,  # noqa: A002 - the CLI's name
+    type: Literal["dynamic", "fixed"] = "dynamic",  # noqa: A002 - the ROADMAP's name
+    block_size: Optional[int] = None,
+    logical_sector_size: Optional[int] = None,
+    azure: bool = False,
+    round_up: bool = False,
+    overwrite: bool = False,
+    input_format: Optional[Literal["vhdx", "vhd", "raw"]] = None,
+    parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Copies the disk at ``src`` into a new disk at ``out``, like ``vhdx convert``, and
+    returns what was written.
+
+    ``src`` is any disk :func:`open` reads (a differencing disk is flattened with its whole
+    chain; ``parent``, ``parent_policy`` and ``ignore_id_mismatch`` locate the parents as
+    there) or a raw image: ``input_format="raw"``, or a file without a VHDX or VHD signature
+    whose name ends in ``.raw``, ``.img`` or ``.bin``. ``format`` is ``"vhdx"``, ``"vhd"``
+    or ``"raw"`` (a sparse raw file); by default it comes from ``out``'s extension
+    (``.vhdx``/``.avhdx``, ``.vhd``/``.avhd``, ``.raw``/``.img``/``.bin``). ``type`` is
+    ``"dynamic"`` (the default; raw outputs have no type) or ``"fixed"``; ``block_size``
+    defaults to 32 MiB for VHDX and 2 MiB for VHD; ``logical_sector_size`` to the source's
+    (VHDX; a VHD has 512-byte sectors). Ranges the source holds no data in, and all-zero
+    pieces, are not written, so a dynamic output allocates only blocks with data.
+
+    ``azure=True`` makes an Azure-ready disk: a fixed VHD whose virtual size is a whole
+    number of MiB and at least 20 MiB. ``format`` then defaults to ``"vhd"`` and ``type``
+    (left at its default, or ``"fixed"``) is fixed; another format, a block size or 4 KiB
+    sectors raise :class:`InvalidArgumentError`. A source of another size raises :class:`InvalidArgumentError` unless
+    ``round_up=True``, which grows the output to the next MiB (at least 20 MiB); the added
+    tail reads as zeros. ``round_up`` without ``azure`` raises :class:`InvalidArgumentError`.
+    A VHD cannot exceed 2040 GiB.
+
+    The output is written under a temporary name beside ``out`` and appears only when it is
+    complete and flushed; on any failure nothing is left. An existing ``out`` raises
+    :class:`InvalidArgumentError` unless ``overwrite=True``.
+
+    The work runs with the GIL released; ``progress(done, total)`` is called as it advances
+    (bytes of the source), at most about ten times a second and last with ``done == total``.
+    An exception raised by ``progress`` stops the calls and is raised when the conversion has
+    finished (it cannot be interrupted halfway).
+
+    Returns the object ``vhdx convert --json`` prints: ``format``, ``disk_type`` (None for
+    raw), ``block_size`` (None for raw and fixed VHD), ``size`` (the output's virtual size),
+    ``source_size``, ``bytes_written``, ``bytes_skipped`` (together ``size``) and
+    ``file_length``.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
+    stats: dict[str, Any] = json.loads(
+        _convert(
+            os.fspath(src),
+            os.fspath(out),
+            format,
+            None if type == "dynamic" else type,
+            block_size,
+            logical_sector_size,
+            azure,
+            round_up,
+            overwrite,
+            input_format,
+            _parent_list(parent),
+            parent_policy,
+            ignore_id_mismatch,
+            progress,
+        )
+    )
+    return stats

@@ -5,7 +5,7 @@ from typing import Callable, Sequence, Union, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["NativeDisk", "__version__", "compact", "create_disk"]
+__all__ = ["NativeDisk", "__version__", "compact", "convert", "create_disk"]
 
 __version__: str
 
@@ -59,6 +59,23 @@ def compact(
     out: _Path | None = ...,
     dry_run: bool = ...,
     overwrite: bool = ...,
+    parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...
+
+def convert(
+    src: _Path,
+    out: _Path,
+    format: str | None = ...,
+    disk_type: str | None = ...,
+    block_size: int | None = ...,
+    logical_sector_size: int | None = ...,
+    azure: bool = ...,
+    round_up: bool = ...,
+    overwrite: bool = ...,
+    input_format: str | None = ...,
     parents: Sequence[_Path] = ...,
     parent_policy: str = ...,
     ignore_id_mismatch: bool = ...,

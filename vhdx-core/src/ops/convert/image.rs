@@ -11,20 +11,25 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ops::info::{DiskType, Format};
 use std::path::Path;
 
-/// Makes the disk `opts` describes at `tmp` (a new name standing in for `out`), copies `disk`
-/// into it and closes it.
+/// Makes the disk `opts` describes, of virtual size `size` (at least the source's), at `tmp`
+/// (a new name standing in for `out`), copies `disk` into it and closes it.
 pub(super) fn write(
     disk: &dyn VirtualDisk,
+    size: u64,
     tmp: &Path,
     out: &Path,
     opts: &ConvertOptions,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ConvertStats> {
-    let disk_type = opts.disk_type.unwrap_or(DiskType::Dynamic);
+    let disk_type = opts.disk_type.unwrap_or(if opts.azure {
+        DiskType::Fixed
+    } else {
+        DiskType::Dynamic
+    });
     let mut c = CreateOptions::new()
         .format(opts.format)
         .disk_type(disk_type)
-        .size(disk.size());
+        .size(size);
     if let Some(b) = opts.block_size {
         c = c.block_size(b);
     }
@@ -50,9 +55,11 @@ pub(super) fn write(
         format: opts.format,
         disk_type: Some(disk_type),
         block_size,
-        size: disk.size(),
+        size,
+        source_size: disk.size(),
         bytes_written: copied.written,
-        bytes_skipped: copied.skipped,
+        // The tail a rounded-up output adds was not written either.
+        bytes_skipped: copied.skipped + (size - disk.size()),
         file_length: 0, // set once the file is complete
     })
 }

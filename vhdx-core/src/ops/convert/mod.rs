@@ -1,6 +1,6 @@
 //! `vhdx convert`: copy any readable disk (every format and type, chains, raw files, images
 //! with a dirty log replayed in memory) into a new raw file (`raw.rs`) or a new dynamic or
-//! fixed VHDX or VHD (`image.rs`).
+//! fixed VHDX or VHD (`image.rs`), or an Azure-ready fixed VHD ([`ConvertOptions::azure`]).
 //!
 //! The copy is written once, here (`copy`): it walks the source's allocation map, never
 //! reads ranges the map shows as zero or unallocated, reads the rest in pieces of at most
@@ -15,13 +15,37 @@
 //! removed, so nothing exists under the requested name. An existing target is refused
 //! unless [`ConvertOptions::overwrite`] asks for it; without it the final step is a hard
 //! link, which fails atomically if the name appeared meanwhile.
+//!
+//! # Azure
+//! What Azure asks of an uploaded disk (Microsoft's "Prepare and upload a Linux VHD" and
+//! "Upload a VHD to Azure" pages, and the errors its upload API returns), and how the output
+//! of [`ConvertOptions::azure`] meets it:
+//! - A VHD, not a VHDX, and fixed: the data, then the 512-byte footer with cookie
+//!   `conectix` and disk type 2 (fixed); the file is exactly the virtual size + 512 bytes.
+//! - A virtual size that is a whole number of MiB ("The size must be a whole number (in
+//!   MBs)"; the upload API: "the upload size - 512 bytes for the VHD footer must be a
+//!   multiple of MiB"), and for an upload to a managed disk between 20 MiB and 32 TiB. A
+//!   source that does not fit is refused, unless rounding up is asked for
+//!   ([`ConvertOptions::round_up`]): the size then grows to the next MiB (and to at least
+//!   20 MiB), and the added tail reads as zeros. Above 2040 GiB the disk cannot be a VHD at
+//!   all (the VHD limit Hyper-V enforces), which is refused like every VHD output that large.
+//! - The size every reader sees must be that whole number of MiB. The footer holds it twice:
+//!   CurrentSize, and a CHS geometry whose product (cylinders × heads × sectors, computed by
+//!   the VHD specification's algorithm, which truncates) is usually a little smaller. Hyper-V
+//!   and Azure use CurrentSize; QEMU uses the CHS product for footers whose creator
+//!   application is `vpc ` or `qemu` (and `qemu-img` without `force_size` makes the size a
+//!   CHS product, rarely a whole number of MiB: the images Azure's documentation warns
+//!   about). The VHDs written here carry creator application `win ` (host `Wi2k`), for which
+//!   every reader, QEMU included, takes CurrentSize, so the size need not be a whole number
+//!   of cylinders.
 
 mod image;
 mod raw;
 
-use crate::bytes::is_zero;
+use crate::bytes::{human_size, is_zero};
+use crate::chain::{Disk, OpenOptions};
 use crate::disk::{extents, Status, VirtualDisk};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::vhd::MAX_DYNAMIC_SIZE;
 use crate::ops::info::{DiskType, Format};
 use serde::Serialize;
@@ -36,6 +60,8 @@ pub struct ConvertOptions {
     block_size: Option<u32>,
     logical_sector_size: Option<u32>,
     overwrite: bool,
+    azure: bool,
+    round_up: bool,
 }
 
 impl ConvertOptions {
@@ -49,7 +75,26 @@ impl ConvertOptions {
             block_size: None,
             logical_sector_size: None,
             overwrite: false,
+            azure: false,
+            round_up: false,
         }
+    }
+
+    /// Whether to make an Azure-ready disk: a fixed VHD whose virtual size is a whole number
+    /// of MiB (see the module documentation). The format must be [`Format::Vhd`] and the type
+    /// fixed or unset; another format or type, a block size or 4 KiB sectors are refused when
+    /// converting, as is a source of another size unless [`ConvertOptions::round_up`] is set.
+    pub fn azure(mut self, azure: bool) -> Self {
+        self.azure = azure;
+        self
+    }
+
+    /// For an Azure conversion: grow a virtual size that is not a whole number of MiB to the
+    /// next MiB (and one under Azure's 20 MiB minimum to 20 MiB); the added tail reads as
+    /// zeros. Refused for other conversions.
+    pub fn round_up(mut self, round_up: bool) -> Self {
+        self.round_up = round_up;
+        self
     }
 
     /// Dynamic (the default) or fixed. VHDX and VHD only.
@@ -87,14 +132,46 @@ pub struct ConvertStats {
     pub disk_type: Option<DiskType>,
     /// Output block size (`None` for raw and fixed VHD).
     pub block_size: Option<u32>,
-    /// Virtual size (that of the source and of the output).
+    /// Virtual size of the output: that of the source, unless an Azure conversion rounded
+    /// it up.
     pub size: u64,
+    /// Virtual size of the source.
+    pub source_size: u64,
     /// Bytes of data written.
     pub bytes_written: u64,
-    /// Bytes not written because the source holds zeros or nothing there.
+    /// Bytes not written because the source holds zeros or nothing there, or because they
+    /// lie in the tail a rounded-up output adds (`bytes_written + bytes_skipped == size`).
     pub bytes_skipped: u64,
     /// Length of the output file.
     pub file_length: u64,
+}
+
+/// The output format `path`'s extension names: `.vhdx`/`.avhdx`, `.vhd`/`.avhd`, or one raw
+/// images use (`.raw`, `.img`, `.bin`).
+pub fn format_from_extension(path: &Path) -> Option<Format> {
+    crate::create::format_from_extension(path).or_else(|| is_raw_name(path).then_some(Format::Raw))
+}
+
+/// Whether `path` has an extension raw images use (`.raw`, `.img`, `.bin`).
+pub fn is_raw_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["raw", "img", "bin"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Opens the source of a conversion: in the format `opts` names, else detected, else — a
+/// file with no VHDX or VHD signature whose name says raw ([`is_raw_name`]) — as a raw image.
+pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Disk> {
+    match Disk::open_with(path, opts) {
+        Err(e) if e.kind() == ErrorKind::NotADisk && opts.format.is_none() && is_raw_name(path) => {
+            let raw = OpenOptions {
+                format: Some(Format::Raw),
+                ..opts.clone()
+            };
+            Disk::open_with(path, &raw)
+        }
+        r => r,
+    }
 }
 
 /// Read unit of the copy: large enough for full-speed sequential I/O, small enough to bound
@@ -107,20 +184,21 @@ const ZERO_STEP: u64 = 64 << 10;
 /// called as the copy advances (bytes of the virtual disk).
 ///
 /// Fails with [`crate::ErrorKind::InvalidArgument`] naming `out` when the output cannot hold the
-/// source (a VHD over 2040 GiB, a size that is not a whole number of sectors) or exists and
-/// `opts` does not allow overwriting it; on any failure nothing is left under `out`.
+/// source (a VHD over 2040 GiB, a size that is not a whole number of sectors, for Azure one
+/// that is not a whole number of MiB), the options contradict each other, or `out` exists
+/// and `opts` does not allow overwriting it; on any failure nothing is left under `out`.
 pub fn convert(
     disk: &dyn VirtualDisk,
     out: &Path,
     opts: &ConvertOptions,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<ConvertStats> {
-    validate(disk, out, opts).map_err(|e| e.in_file(out))?;
+    let size = validate(disk, out, opts).map_err(|e| e.in_file(out))?;
     let tmp = temp_path(out)?;
     let result = (|| {
         let mut stats = match opts.format {
             Format::Raw => raw::write(disk, &tmp, progress)?,
-            Format::Vhdx | Format::Vhd => image::write(disk, &tmp, out, opts, progress)?,
+            Format::Vhdx | Format::Vhd => image::write(disk, size, &tmp, out, opts, progress)?,
         };
         stats.file_length = std::fs::metadata(&tmp)
             .map_err(|e| Error::io(e, "reading the output's length").in_file(&tmp))?
@@ -149,9 +227,10 @@ pub fn to_raw(
     )
 }
 
-/// Refuses what cannot be made before anything is written.
-fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result<()> {
-    let size = disk.size();
+/// Refuses what cannot be made before anything is written; returns the output's virtual
+/// size.
+fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result<u64> {
+    let size = output_size(disk.size(), opts)?;
     match opts.format {
         Format::Raw => {
             if opts.disk_type.is_some()
@@ -207,8 +286,70 @@ fn validate(disk: &dyn VirtualDisk, out: &Path, opts: &ConvertOptions) -> Result
         Ok(_) if !opts.overwrite => Err(Error::invalid_argument(
             "the output file already exists (overwriting it was not asked for)",
         )),
-        _ => Ok(()),
+        _ => Ok(size),
     }
+}
+
+/// Azure's smallest upload: 20 MiB of virtual disk.
+const AZURE_MIN_SIZE: u64 = 20 << 20;
+/// Azure's size unit: the virtual size must be a whole number of MiB.
+const AZURE_UNIT: u64 = 1 << 20;
+
+/// The virtual size of the output for a source of `size` bytes: the same, except for an
+/// Azure conversion, which needs a whole number of MiB (and at least 20 MiB) and may round
+/// up to it. Refuses options that contradict an Azure conversion, and rounding up without
+/// one.
+fn output_size(size: u64, opts: &ConvertOptions) -> Result<u64> {
+    if !opts.azure {
+        if opts.round_up {
+            return Err(Error::invalid_argument(
+                "rounding the size up is for Azure conversions only; ask for an Azure disk too",
+            ));
+        }
+        return Ok(size);
+    }
+    let contradiction = if opts.format != Format::Vhd {
+        Some(format!("a {} output", opts.format.as_str().to_uppercase()))
+    } else if opts.disk_type.is_some_and(|t| t != DiskType::Fixed) {
+        opts.disk_type.map(|t| format!("a {} disk", t.as_str()))
+    } else if opts.block_size.is_some() {
+        Some("a block size (a fixed VHD has no blocks)".to_string())
+    } else {
+        opts.logical_sector_size
+            .filter(|&n| n != 512)
+            .map(|n| format!("{n}-byte sectors (a VHD has 512-byte sectors)"))
+    };
+    if let Some(what) = contradiction {
+        return Err(Error::invalid_argument(format!(
+            "an Azure disk is a fixed VHD; {what} contradicts it"
+        )));
+    }
+    let wanted = size
+        .checked_next_multiple_of(AZURE_UNIT)
+        .unwrap_or(u64::MAX)
+        .max(AZURE_MIN_SIZE);
+    if wanted != size && !opts.round_up {
+        let why = if size < AZURE_MIN_SIZE {
+            format!("is under Azure's minimum of {}", human_size(AZURE_MIN_SIZE))
+        } else {
+            format!(
+                "is not a whole number of MiB ({} + {}), which Azure requires",
+                human_size(size / AZURE_UNIT * AZURE_UNIT),
+                human_size(size % AZURE_UNIT)
+            )
+        };
+        return Err(Error::invalid_argument(format!(
+            "the source's virtual size of {size} bytes {why}; rounding up (--round-up) would \
+             make it {wanted} bytes ({}), the added tail reading as zeros",
+            human_size(wanted)
+        ))
+        .expected(format!(
+            "a whole number of MiB, at least {} ({AZURE_MIN_SIZE} bytes)",
+            human_size(AZURE_MIN_SIZE)
+        ))
+        .found(size));
+    }
+    Ok(wanted)
 }
 
 /// The folder `out` is in.
@@ -409,6 +550,33 @@ mod tests {
         assert!(convert(&disk, &dir.path().join("o.raw"), &opts, None).is_err());
         // Only the untouched target remains: no temporary files.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn azure_sizes() {
+        const M: u64 = 1 << 20;
+        let azure = || ConvertOptions::new(Format::Vhd).azure(true);
+        for (size, round_up, want) in [
+            (20 * M, false, Some(20 * M)),
+            (21 * M, false, Some(21 * M)),
+            (21 * M + 512, false, None),
+            (21 * M + 512, true, Some(22 * M)),
+            (22 * M - 512, true, Some(22 * M)),
+            (3 * M, false, None),
+            (512, true, Some(20 * M)),
+            (MAX_DYNAMIC_SIZE - 512, true, Some(MAX_DYNAMIC_SIZE)),
+        ] {
+            let got = output_size(size, &azure().round_up(round_up)).ok();
+            assert_eq!(got, want, "{size} {round_up}");
+        }
+        // Not Azure: the size as it is; rounding up alone is refused.
+        let plain = ConvertOptions::new(Format::Vhd);
+        assert_eq!(output_size(21 * M + 512, &plain).ok(), Some(21 * M + 512));
+        assert!(output_size(21 * M, &plain.round_up(true)).is_err());
+        // Fixed, or no type, agrees with Azure; dynamic does not.
+        assert!(output_size(20 * M, &azure().disk_type(DiskType::Fixed)).is_ok());
+        assert!(output_size(20 * M, &azure().disk_type(DiskType::Dynamic)).is_err());
+        assert!(output_size(20 * M, &azure().logical_sector_size(512)).is_ok());
     }
 
     #[test]

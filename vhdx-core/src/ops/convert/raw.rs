@@ -42,6 +42,7 @@ pub(super) fn write(
         disk_type: None,
         block_size: None,
         size,
+        source_size: size,
         bytes_written: copied.written,
         bytes_skipped: copied.skipped,
         file_length: 0, // set once the file is complete
