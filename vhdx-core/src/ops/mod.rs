@@ -3,3 +3,4 @@
 pub mod convert;
 pub mod info;
 pub mod map;
+pub mod merge;
