@@ -45,6 +45,10 @@ enum Command {
     Trim(cmd::trim::TrimArgs),
     /// Give back the space of unused and all-zero blocks, in place or into a copy (-o).
     Compact(cmd::compact::CompactArgs),
+    /// Merge a differencing disk (and the disks between) into its parent or an ancestor.
+    Merge(cmd::merge::MergeArgs),
+    /// Write a differencing disk and its chain into a new standalone disk.
+    Flatten(cmd::flatten::FlattenArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Create(a) => cmd::create::run(a),
         Command::Trim(a) => cmd::trim::run(a),
         Command::Compact(a) => cmd::compact::run(a),
+        Command::Merge(a) => cmd::merge::run(a),
+        Command::Flatten(a) => cmd::flatten::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1169,3 +1169,163 @@ fn compact_differencing_takes_parent_options() {
         "the parent changed"
     );
 }
+
+/// The spec-built chain `name` of `testdata/chain` (decompressed into `dir`) and the content
+/// `testdata/build_images.py` says its file `top` reads, as a raw file in `dir`.
+fn spec_chain(name: &str, top: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/chain")
+        .join(name);
+    for e in fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if let Some(stem) = p.file_name().unwrap().to_str().unwrap().strip_suffix(".gz") {
+            fs::write(dir.join(stem), run_tool("gzip", &["-dc", s(&p)])).unwrap();
+        }
+    }
+    let want = dir.join("want.raw");
+    let builder = src.join("../../build_images.py");
+    run_tool("python3", &[s(&builder), "expect", name, top, s(&want)]);
+    want
+}
+
+/// Issue #5 item 1: `vhdx merge --into --delete` writes the chain into the base, which then
+/// reads what the independent builder says the grandchild read (`qemu-img compare`, `qemu-img
+/// check`); the merged disks are removed; another child of the base is named in a warning
+/// and in `invalidated`; the JSON reports the new DataWriteGuid.
+#[test]
+fn merge_into_the_base_reads_as_the_chain_and_names_the_other_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = spec_chain("vhdx512", "grandchild.vhdx", dir.path());
+    let p = |f: &str| dir.path().join(f);
+    let o = vhdx(&[
+        "create",
+        s(&p("other.avhdx")),
+        "--parent",
+        s(&p("base.vhdx")),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = vhdx(&["merge", s(&p("base.vhdx"))]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("not a differencing disk"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vhdx(&[
+        "merge",
+        s(&p("grandchild.vhdx")),
+        "--into",
+        s(&p("base.vhdx")),
+        "--delete",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let names = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let chain = vec![
+        p("grandchild.vhdx").display().to_string(),
+        p("child.vhdx").display().to_string(),
+    ];
+    assert_eq!(names("merged"), chain);
+    assert_eq!(names("deleted"), chain);
+    assert!(!p("grandchild.vhdx").exists() && !p("child.vhdx").exists());
+    assert_eq!(v["linkage_id_name"], "DataWriteGuid");
+    assert_ne!(v["linkage_id_after"], v["linkage_id_before"]);
+    assert_eq!(v["invalidated"][0]["path"], s(&p("other.avhdx")), "{v}");
+    assert_eq!(v["invalidated"][0]["parent"], s(&p("base.vhdx")), "{v}");
+    assert!(
+        stderr(&o).contains("warning") && stderr(&o).contains("other.avhdx"),
+        "{}",
+        stderr(&o)
+    );
+    qemu_img(&[
+        "compare",
+        "-f",
+        "vhdx",
+        "-F",
+        "raw",
+        s(&p("base.vhdx")),
+        s(&want),
+    ]);
+    qemu_img(&["check", "-f", "vhdx", s(&p("base.vhdx"))]);
+    let info: Value =
+        serde_json::from_str(&stdout(&vhdx(&["info", "--json", s(&p("base.vhdx"))]))).unwrap();
+    assert_eq!(
+        info["vhdx"]["data_write_guid"].as_str(),
+        v["linkage_id_after"].as_str(),
+        "{info}"
+    );
+    // The other child no longer matches its parent.
+    let o = vhdx(&["check", s(&p("other.avhdx"))]);
+    assert!(stdout(&o).contains("linkage") || stderr(&o).contains("linkage"));
+}
+
+/// The default target is the parent; the human form says what was merged and the new id.
+#[test]
+fn merge_into_the_parent_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = spec_chain("vhd", "grandchild.vhd", dir.path());
+    let p = |f: &str| dir.path().join(f);
+    let o = vhdx(&["merge", s(&p("grandchild.vhd"))]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!(
+            "merged {} into {} (1 disk)",
+            s(&p("grandchild.vhd")),
+            s(&p("child.vhd"))
+        )),
+        "{out}"
+    );
+    assert!(out.contains("UniqueId"), "{out}");
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert!(p("grandchild.vhd").exists());
+    let got = p("got.raw");
+    let o = vhdx(&["convert", s(&p("child.vhd")), s(&got)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(fs::read(&got).unwrap() == fs::read(&want).unwrap());
+}
+
+/// Issue #5 item 2: `vhdx flatten` writes a standalone disk of the chain's format (or
+/// `--format`'s) that QEMU reads as the builder's content; an OUT whose extension names
+/// another format, or that exists, is refused (exit 2).
+#[test]
+fn flatten_writes_a_standalone_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = spec_chain("vhd", "grandchild.vhd", dir.path());
+    let p = |f: &str| dir.path().join(f);
+    let top = p("grandchild.vhd");
+    for (out, extra, fmt, ty) in [
+        ("flat.vhd", vec!["--type", "fixed"], "vpc", "fixed"),
+        ("flat.vhdx", vec!["--format", "vhdx"], "vhdx", "dynamic"),
+    ] {
+        let dest = p(out);
+        let mut args = vec!["flatten", s(&top), s(&dest), "--json"];
+        args.extend(extra);
+        let o = vhdx(&args);
+        assert_eq!(code(&o), 0, "{out}: {}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["disk_type"], ty, "{v}");
+        let i: Value =
+            serde_json::from_str(&stdout(&vhdx(&["info", "--json", s(&p(out))]))).unwrap();
+        assert_eq!(i["disk_type"], ty, "{i}");
+        assert!(i["parent"].is_null(), "{i}");
+        qemu_img(&["compare", "-f", fmt, "-F", "raw", s(&p(out)), s(&want)]);
+    }
+    qemu_img(&["check", "-f", "vhdx", s(&p("flat.vhdx"))]);
+    let o = vhdx(&["flatten", s(&top), s(&p("x.vhdx"))]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--format"), "{}", stderr(&o));
+    let o = vhdx(&["flatten", s(&top), s(&p("flat.vhd"))]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = vhdx(&["flatten", s(&top), s(&p("flat.vhd")), "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("wrote"), "{}", stdout(&o));
+}

@@ -5,8 +5,10 @@ pub mod check;
 pub mod compact;
 pub mod convert;
 pub mod create;
+pub mod flatten;
 pub mod info;
 pub mod map;
+pub mod merge;
 pub mod trim;
 
 use crate::EXIT_UNUSABLE;

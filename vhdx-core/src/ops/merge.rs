@@ -109,7 +109,9 @@ pub struct MergeStats {
     pub resumed: bool,
     /// The files removed (with [`MergeOptions::delete`]).
     pub deleted: Vec<String>,
-    /// Differencing disks beside the merged ones that the merge invalidated.
+    /// Differencing disks beside the merged ones and the ancestor that the merge
+    /// invalidated: made from the ancestor or from a merged disk, when the ancestor changed;
+    /// made from a disk removed.
     pub invalidated: Vec<Invalidated>,
     /// Seconds the merge took.
     pub seconds: f64,
@@ -260,6 +262,13 @@ pub fn merge(
             stats.deleted.push(p.display().to_string());
         }
     }
+    // A merge that wrote nothing left the ancestor as it was: only the children of the disks
+    // removed lost what they read.
+    let changed = stats.resumed || stats.bytes_written + stats.bytes_zeroed > 0;
+    let deleted = &stats.deleted;
+    stats
+        .invalidated
+        .retain(|i| changed || deleted.contains(&i.parent));
     stats.seconds = start.elapsed().as_secs_f64();
     Ok(stats)
 }
@@ -434,12 +443,15 @@ fn invalidated_children(paths: &[PathBuf], depth: usize, open: &OpenOptions) -> 
         .iter()
         .filter_map(|p| Some((canon(p)?, p)))
         .collect();
-    let mut folders: Vec<PathBuf> = Vec::new();
-    for (c, _) in &targets {
-        if let Some(f) = c.parent() {
-            if !folders.iter().any(|x| x == f) {
-                folders.push(f.to_path_buf());
-            }
+    // Each folder once, named as the caller named its disk (so the paths reported read like
+    // the caller's).
+    let mut folders: Vec<(PathBuf, &Path)> = Vec::new();
+    for (c, p) in &targets {
+        let (Some(f), Some(named)) = (c.parent(), p.parent()) else {
+            continue;
+        };
+        if !folders.iter().any(|(x, _)| x == f) {
+            folders.push((f.to_path_buf(), named));
         }
     }
     // One level of parents is enough to see where each link leads.
@@ -451,12 +463,12 @@ fn invalidated_children(paths: &[PathBuf], depth: usize, open: &OpenOptions) -> 
         ..OpenOptions::default()
     };
     let mut out = Vec::new();
-    for folder in folders {
+    for (folder, named) in folders {
         let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
         let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| Some(e.ok()?.path()))
+            .filter_map(|e| Some(named.join(e.ok()?.file_name())))
             .filter(|p| p.is_file() && crate::create::format_from_extension(p).is_some())
             .collect();
         files.sort();

@@ -579,6 +579,79 @@ fn flatten_writes_the_chain_into_a_standalone_disk() {
     }
 }
 
+/// The spec-built fixture chains (`testdata/build_images.py`, independent of our code; with
+/// UNMAPPED, UNDEFINED, ZERO and partially present blocks, 4 KiB sectors, a second chunk):
+/// the grandchild merged into the child, and into the base, reads what the builder says the
+/// grandchild reads; QEMU agrees where it can open the base (512-byte sectors).
+#[test]
+fn spec_built_chains_merge_to_the_builders_content() {
+    use super::chain::{expected_file, fixture};
+    for (name, ext) in [
+        ("vhdx512", "vhdx"),
+        ("vhdx4k", "vhdx"),
+        ("vhd", "vhd"),
+        ("vhdxbig", "vhdx"),
+    ] {
+        let src = fixture(name);
+        let top = if name == "vhdxbig" {
+            "child"
+        } else {
+            "grandchild"
+        };
+        let want = expected_file(name, &format!("{top}.{ext}"), false, src.path());
+        let mut into = vec!["base"];
+        if top == "grandchild" {
+            into.push("child");
+        }
+        for anc in into {
+            let dir = tempfile::tempdir().unwrap();
+            for e in std::fs::read_dir(src.path()).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == ext) {
+                    std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+                }
+            }
+            let path = |f: &str| dir.path().join(format!("{f}.{ext}"));
+            let opts = MergeOptions {
+                into: Some(path(anc)),
+                ..Default::default()
+            };
+            let stats = merge(&path(top), &opts, None)
+                .unwrap_or_else(|e| panic!("{name}: {top} into {anc}: {e}"));
+            assert!(stats.bytes_written > 0, "{name}");
+            let what = format!("{name}: {top} merged into {anc}");
+            our_check(&path(anc));
+            let d = Disk::open(path(anc)).unwrap();
+            if name == "vhdxbig" {
+                // 4 GiB: the blocks around the chunk boundary, by us and libvhdi.
+                let theirs: Vec<(u64, u64)> = vec![(0, 4 * MIB), (4094 * MIB, 6 * MIB)];
+                let w = std::fs::File::open(&want).unwrap();
+                for (o, n) in theirs {
+                    let (mut got, mut exp) = (vec![0u8; n as usize], vec![0u8; n as usize]);
+                    d.read_at(&mut got, o).unwrap();
+                    std::os::unix::fs::FileExt::read_exact_at(&w, &mut exp, o).unwrap();
+                    assert_same(&got, &exp, &what);
+                    let theirs = pyvhdi_windows(&path(anc), &[], &[(o, n)]);
+                    assert_same(&theirs, &exp, &format!("{what}: pyvhdi"));
+                }
+            } else {
+                assert_same(
+                    &read_all(&d, 4 << 20),
+                    &std::fs::read(&want).unwrap(),
+                    &what,
+                );
+            }
+            if anc == "base" && ext == "vhdx" && d.logical_sector_size() == 512 {
+                if name != "vhdxbig" {
+                    // (qemu-img compare reads all 4 GiB of the big one: 9 s.)
+                    qemu_compare(&path(anc), "vhdx", &want);
+                }
+                qemu_check(&path(anc));
+            }
+        }
+    }
+}
+
 /// The child process of the crash test: merges the child named by the variable into its
 /// parent.
 #[test]
