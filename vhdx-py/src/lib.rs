@@ -426,6 +426,29 @@ impl<'a> Relay<'a> {
     }
 }
 
+/// Runs `work` with the GIL released, handing it the progress function that relays to
+/// `progress` (none when `progress` is `None`). An exception the callable raised comes back
+/// once the work is over, before the work's own result.
+fn with_progress<T: Send>(
+    py: Python<'_>,
+    progress: Option<&Py<PyAny>>,
+    work: impl Send + FnOnce(Option<&dyn Fn(u64, u64)>) -> T,
+) -> PyResult<T> {
+    let relay = progress.map(Relay::new);
+    let result = py.detach(|| {
+        let update = |done, total| {
+            if let Some(r) = &relay {
+                r.report(done, total);
+            }
+        };
+        work(relay.is_some().then_some(&update as &dyn Fn(u64, u64)))
+    });
+    match relay.and_then(Relay::into_error) {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
 /// Compacts the disk at `path` (see `vhdx_core::write::compact`) and returns what was done
 /// as the JSON text of `CompactStats`: in place, or into a compacted copy at `out` (the
 /// input is left as it was; an existing `out` is replaced only with `overwrite`), or with
@@ -448,14 +471,7 @@ fn compact(
 ) -> PyResult<String> {
     let mode: CompactMode = mode.parse().map_err(|e| to_py_err(py, e))?;
     let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
-    let relay = progress.as_ref().map(Relay::new);
-    let stats = py.detach(|| {
-        let update = |done, total| {
-            if let Some(r) = &relay {
-                r.report(done, total);
-            }
-        };
-        let update = relay.is_some().then_some(&update as &dyn Fn(u64, u64));
+    let stats = with_progress(py, progress.as_ref(), |update| {
         match &out {
             // A compacted copy starts as a byte copy of `path`, so its figures are the copy's.
             _ if dry_run => Disk::open_rw(&path, &opts).and_then(|disk| {
@@ -472,10 +488,7 @@ fn compact(
                 closed.map(|()| stats)
             }),
         }
-    });
-    if let Some(e) = relay.and_then(Relay::into_error) {
-        return Err(e);
-    }
+    })?;
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
@@ -570,6 +583,80 @@ fn convert(
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
+/// Merges the differencing disk `child` (and the disks between it and the ancestor) into
+/// its parent, or into the ancestor `into` (see `vhdx_core::ops::merge`), and returns what
+/// was done as the JSON text of `MergeStats`. With `delete` the merged disks are removed
+/// once the merge is complete. The GIL is released for the whole work;
+/// `progress(done, total)` is called as it advances.
+#[pyfunction]
+#[pyo3(signature = (child, into = None, delete = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    py: Python<'_>,
+    child: PathBuf,
+    into: Option<PathBuf>,
+    delete: bool,
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let opts = vhdx_core::ops::merge::MergeOptions {
+        into,
+        delete,
+        open: open_options(parents, parent_policy, ignore_id_mismatch, true)?,
+    };
+    let stats = with_progress(py, progress.as_ref(), |update| {
+        vhdx_core::ops::merge::merge(&child, &opts, update)
+    })?;
+    json(&stats.map_err(|e| to_py_err(py, e))?)
+}
+
+/// Writes the disk `child` with its whole chain into a new standalone disk at `out` (see
+/// `vhdx_core::ops::merge::flatten`) and returns the JSON text of `ConvertStats`.
+/// `disk_type` is `"dynamic"` or `"fixed"`; `format` is `"vhdx"`, `"vhd"`, `"raw"` or `None`
+/// (the chain's format). The GIL is released for the whole work; `progress(done, total)` is
+/// called as it advances.
+#[pyfunction]
+#[pyo3(signature = (child, out, disk_type = "dynamic", format = None, overwrite = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn flatten(
+    py: Python<'_>,
+    child: PathBuf,
+    out: PathBuf,
+    disk_type: &str,
+    format: Option<&str>,
+    overwrite: bool,
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    use vhdx_core::ops::merge::FlattenOptions;
+    use vhdx_core::DiskType;
+    let disk_type = match disk_type {
+        "dynamic" => DiskType::Dynamic,
+        "fixed" => DiskType::Fixed,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "type must be \"dynamic\" or \"fixed\", not {other:?}"
+            )))
+        }
+    };
+    let format = format.map(|f| parse_format(f, "format")).transpose()?;
+    let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
+    let flat = FlattenOptions {
+        format,
+        disk_type,
+        overwrite,
+    };
+    let stats = with_progress(py, progress.as_ref(), |update| {
+        Disk::open_with(&child, &opts)
+            .and_then(|disk| vhdx_core::ops::merge::flatten(&disk, &out, &flat, update))
+    })?;
+    json(&stats.map_err(|e| to_py_err(py, e))?)
+}
+
 /// How many of `n` bytes at `offset` lie inside a disk of `size` bytes.
 fn clamp(size: u64, offset: u64, n: u64) -> usize {
     // Bounded by `n`, which came from a usize.
@@ -642,6 +729,8 @@ fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeDisk>()?;
     m.add_function(wrap_pyfunction!(create_disk, m)?)?;
     m.add_function(wrap_pyfunction!(compact, m)?)?;
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(flatten, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -8,6 +8,7 @@
 ...     disk.trim(32 << 20, 64 << 20)
 >>> vhdx.compact("disk.vhdx")["bytes_reclaimed"]   # doctest: +SKIP
 >>> vhdx.convert("disk.vhdx", "azure.vhd", azure=True)["size"]   # doctest: +SKIP
+>>> vhdx.merge("checkpoint.avhdx")["ancestor"]   # doctest: +SKIP
 
 Differencing disks open with their whole parent chain (located through the locators, or
 given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
@@ -24,6 +25,8 @@ from ._disk import Disk
 from ._vhdx import NativeDisk, __version__, create_disk
 from ._vhdx import compact as _compact
 from ._vhdx import convert as _convert
+from ._vhdx import flatten as _flatten
+from ._vhdx import merge as _merge
 from .errors import (
     ChainLoopError,
     CorruptImageError,
@@ -44,6 +47,8 @@ __all__ = [
     "create",
     "compact",
     "convert",
+    "merge",
+    "flatten",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -313,6 +318,109 @@ def convert(
             round_up,
             overwrite,
             input_format,
+            _parent_list(parent),
+            parent_policy,
+            ignore_id_mismatch,
+            progress,
+        )
+    )
+    return stats
+
+
+def merge(
+    child: _Path,
+    *,
+    into: Optional[_Path] = None,
+    delete: bool = False,
+    parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Writes the content of the differencing disk ``child``, and of every disk between it
+    and the ancestor, into that ancestor (like Hyper-V's ``Merge-VHD`` and ``vhdx merge``),
+    which then reads exactly as ``child`` did; returns what was done.
+
+    The ancestor is ``child``'s parent, or ``into`` (a path naming any disk of the chain
+    above ``child``). ``parent``, ``parent_policy`` and ``ignore_id_mismatch`` locate the
+    parents as in :func:`open`. ``child`` and the disks between are only read (and locked
+    against writers meanwhile); with ``delete=True`` they are removed once the merge is
+    complete. The ancestor is written like a disk opened ``"r+"``: locked
+    (:class:`InUseError` while a virtual machine or another writer has it, or any disk of
+    the chain, open), crash-safe. A merge interrupted at any moment leaves an ancestor that
+    opens and checks clean; running the same merge again completes it (a marker file
+    ``.NAME.vhdx-merge`` beside the ancestor lets that run accept the ancestor's changed
+    identity; it is removed when the merge completes).
+
+    A merge changes the ancestor's content, and a VHDX its DataWriteGuid, so the other
+    differencing disks made from it (or from a merged disk) no longer read what they were
+    made over: those found in the folders of the disks involved are listed in
+    ``invalidated``.
+
+    The work runs with the GIL released; ``progress(done, total)`` is called as it advances
+    (bytes of the ranges the merged disks hold), at most about ten times a second and last
+    with ``done == total``. An exception raised by ``progress`` stops the calls and is
+    raised when the merge has finished (it cannot be interrupted halfway).
+
+    Returns the object ``vhdx merge --json`` prints: ``child``, ``ancestor``, ``format``,
+    ``merged`` (the disks merged, child first), ``size``, ``bytes_merged``,
+    ``bytes_written``, ``bytes_zeroed``, ``bytes_skipped`` (zeros the ancestor already
+    read), ``linkage_id_name`` (``"DataWriteGuid"`` or, for VHD, ``"UniqueId"``),
+    ``linkage_id_before``, ``linkage_id_after``, ``resumed`` (this run completed an
+    interrupted merge), ``deleted``, ``invalidated`` (a list of ``{"path", "parent"}``) and
+    ``seconds``.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
+    stats: dict[str, Any] = json.loads(
+        _merge(
+            os.fspath(child),
+            None if into is None else os.fspath(into),
+            delete,
+            _parent_list(parent),
+            parent_policy,
+            ignore_id_mismatch,
+            progress,
+        )
+    )
+    return stats
+
+
+def flatten(
+    child: _Path,
+    out: _Path,
+    *,
+    type: Literal["dynamic", "fixed"] = "dynamic",  # noqa: A002 - the ROADMAP's name
+    format: Optional[Literal["vhdx", "vhd", "raw"]] = None,  # noqa: A002 - the CLI's name
+    overwrite: bool = False,
+    parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Writes the content of the disk ``child`` with its whole parent chain into a new
+    standalone disk at ``out`` (like ``vhdx flatten``) and returns what was written; the
+    chain is only read.
+
+    ``format`` is ``"vhdx"``, ``"vhd"`` or ``"raw"``; by default the chain's own format, and
+    an ``out`` whose extension names another format raises :class:`InvalidArgumentError`
+    (pass ``format``). ``type`` is ``"dynamic"`` or ``"fixed"`` (raw outputs are sparse and
+    have no type). ``out`` appears only when complete; an existing ``out`` raises
+    :class:`InvalidArgumentError` unless ``overwrite=True``, and ``out`` may not be a disk
+    of the chain. ``parent``, ``parent_policy`` and ``ignore_id_mismatch`` locate the parents
+    as in :func:`open`. Progress and the GIL as in :func:`convert`.
+
+    Returns the object ``vhdx flatten --json`` prints (that of :func:`convert`).
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
+    stats: dict[str, Any] = json.loads(
+        _flatten(
+            os.fspath(child),
+            os.fspath(out),
+            type,
+            format,
+            overwrite,
             _parent_list(parent),
             parent_policy,
             ignore_id_mismatch,

@@ -5,7 +5,7 @@ from typing import Callable, Sequence, Union, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["NativeDisk", "__version__", "compact", "convert", "create_disk"]
+__all__ = ["NativeDisk", "__version__", "compact", "convert", "create_disk", "flatten", "merge"]
 
 __version__: str
 
@@ -76,6 +76,28 @@ def convert(
     round_up: bool = ...,
     overwrite: bool = ...,
     input_format: str | None = ...,
+    parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...
+
+def merge(
+    child: _Path,
+    into: _Path | None = ...,
+    delete: bool = ...,
+    parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...
+
+def flatten(
+    child: _Path,
+    out: _Path,
+    disk_type: str = ...,
+    format: str | None = ...,
+    overwrite: bool = ...,
     parents: Sequence[_Path] = ...,
     parent_policy: str = ...,
     ignore_id_mismatch: bool = ...,
