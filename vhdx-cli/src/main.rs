@@ -1,5 +1,5 @@
-//! `vhdx`: inspect, check, map, convert, create, trim and compact Microsoft VHDX and VHD
-//! virtual disks.
+//! `vhdx`: inspect, check, map, convert, create, trim, compact, merge and flatten Microsoft
+//! VHDX and VHD virtual disks.
 //!
 //! `main` parses the arguments, runs one subcommand and turns its outcome into the exit
 //! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
