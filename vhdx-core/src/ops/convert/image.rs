@@ -45,11 +45,16 @@ pub(super) fn write(
     };
     let target = Disk::open_rw(tmp, &open)?;
     let block_size = target.disk().info(false)?.block_size;
+    // A second handle on the file, for the copy's early flushes (the write path keeps its own).
+    let behind = std::fs::File::open(tmp)
+        .map_err(|e| Error::io(e, "cannot open the output file").in_file(tmp))?;
     let copied = copy(
         disk,
         &mut |buf, offset| target.write_at(buf, offset),
+        Some(&behind),
         progress,
-    )?;
+    )
+    .map_err(|e| e.in_file(tmp))?;
     target.close()?;
     Ok(ConvertStats {
         format: opts.format,

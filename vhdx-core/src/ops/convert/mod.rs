@@ -2,12 +2,14 @@
 //! with a dirty log replayed in memory) into a new raw file (`raw.rs`) or a new dynamic or
 //! fixed VHDX or VHD (`image.rs`), or an Azure-ready fixed VHD ([`ConvertOptions::azure`]).
 //!
-//! The copy is written once, here (`copy`): it walks the source's allocation map, never
+//! The copy is written once, in `copy.rs`: it walks the source's allocation map, never
 //! reads ranges the map shows as zero or unallocated, reads the rest in pieces of at most
 //! 8 MiB that never cross an 8 MiB boundary (so a piece never straddles a block larger than
 //! 8 MiB, and covers whole blocks of smaller ones except at the edges of a source extent),
 //! and writes only the 64 KiB-aligned runs that hold a non-zero byte. A raw output keeps the
 //! rest as holes; a dynamic VHDX or VHD output allocates only the blocks that receive data.
+//! Reading runs on its own thread, ahead of writing, and the output is flushed as it grows,
+//! so that the disk writes while the copy goes on (see `copy.rs`).
 //!
 //! # Atomicity
 //! The output is built under a temporary name beside the target (`.NAME.convert-PID-RANDOM`)
@@ -39,12 +41,17 @@
 //!   every reader, QEMU included, takes CurrentSize, so the size need not be a whole number
 //!   of cylinders.
 
+mod copy;
 mod image;
 mod raw;
 
-use crate::bytes::{human_size, is_zero};
+use copy::copy;
+#[cfg(test)]
+use copy::{PIECE, ZERO_STEP};
+
+use crate::bytes::human_size;
 use crate::chain::{Disk, OpenOptions};
-use crate::disk::{extents, Status, VirtualDisk};
+use crate::disk::VirtualDisk;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::vhd::MAX_DYNAMIC_SIZE;
 use crate::ops::info::{DiskType, Format};
@@ -173,12 +180,6 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Disk> {
         r => r,
     }
 }
-
-/// Read unit of the copy: large enough for full-speed sequential I/O, small enough to bound
-/// memory; a power of two, so pieces align with every block size.
-const PIECE: u64 = 8 << 20;
-/// Granularity of zero detection inside a piece.
-const ZERO_STEP: u64 = 64 << 10;
 
 /// Converts `disk` into a new file at `out` as `opts` describes. `progress(done, total)` is
 /// called as the copy advances (bytes of the virtual disk).
@@ -390,72 +391,10 @@ pub(crate) fn place(tmp: &Path, out: &Path, overwrite: bool) -> Result<()> {
     moved.map_err(|e| Error::io(e, "moving the output into place").in_file(out))
 }
 
-/// What [`copy`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Copied {
-    /// Bytes passed to the sink.
-    pub written: u64,
-    /// Bytes not passed: zero or unallocated in the source, or all-zero runs.
-    pub skipped: u64,
-}
-
-/// Copies every byte of `disk` that may be non-zero into `sink(data, offset)`, as the module
-/// documentation describes. Reads errors of the source come back as they are.
-pub(crate) fn copy(
-    disk: &dyn VirtualDisk,
-    sink: &mut dyn FnMut(&[u8], u64) -> Result<()>,
-    progress: Option<&dyn Fn(u64, u64)>,
-) -> Result<Copied> {
-    let size = disk.size();
-    let mut copied = Copied::default();
-    let mut buf = vec![0u8; PIECE.min(size).max(1) as usize];
-    let mut done = 0u64;
-    let report = |done: u64| {
-        if let Some(p) = progress {
-            p(done, size);
-        }
-    };
-    for e in extents(disk)? {
-        if !matches!(e.status, Status::Data { .. }) {
-            copied.skipped += e.length;
-            done += e.length;
-            report(done);
-            continue;
-        }
-        let end = e.offset + e.length;
-        let mut pos = e.offset;
-        while pos < end {
-            let n = (end - pos).min(PIECE - pos % PIECE);
-            let piece = &mut buf[..n as usize];
-            disk.read_at(piece, pos)?;
-            // Runs of 64 KiB-aligned steps that are all zero or all not.
-            let mut k = 0u64;
-            while k < n {
-                let start = k;
-                let step_end = |k: u64| (k + ZERO_STEP - (pos + k) % ZERO_STEP).min(n);
-                let zero = is_zero(&piece[k as usize..step_end(k) as usize]);
-                while k < n && is_zero(&piece[k as usize..step_end(k) as usize]) == zero {
-                    k = step_end(k);
-                }
-                if zero {
-                    copied.skipped += k - start;
-                } else {
-                    sink(&piece[start as usize..k as usize], pos + start)?;
-                    copied.written += k - start;
-                }
-            }
-            pos += n;
-            done += n;
-            report(done);
-        }
-    }
-    Ok(copied)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ErrorKind, Extent};
+    use crate::{ErrorKind, Extent, Status};
 
     /// A disk of `size` bytes whose first bytes are `data` (zeros after), all reported as
     /// data, as a raw file is.
@@ -512,6 +451,7 @@ mod tests {
                 writes.push((off, b.len() as u64));
                 Ok(())
             },
+            None,
             None,
         )
         .unwrap();

@@ -33,8 +33,10 @@ pub(super) fn write(
                     .in_file(tmp)
             })
         },
+        Some(file.file()),
         progress,
-    )?;
+    )
+    .map_err(|e| e.in_file(tmp))?;
     file.sync()
         .map_err(|e| Error::io(e, "flushing the output").in_file(tmp))?;
     Ok(ConvertStats {
