@@ -134,7 +134,6 @@ impl VhdxEngine {
         for block in blocks.clone() {
             self.validate(v, block, bs.min(size - block * bs))?;
         }
-        self.begin(t, true)?;
         for block in blocks {
             let start = (block * bs).max(offset);
             let stop = ((block + 1) * bs).min(end);
@@ -175,7 +174,7 @@ impl VhdxEngine {
         for block in blocks.clone() {
             self.validate(v, block, bs.min(size - block * bs))?;
         }
-        self.begin(t, true)?;
+        // The identity is renewed before the first block that really changes.
         for block in blocks {
             let block_len = bs.min(size - block * bs);
             let start = (block * bs).max(offset) - block * bs;
@@ -189,6 +188,7 @@ impl VhdxEngine {
             );
             if present && (!whole || m.leave_block_allocated) {
                 let off = v.data_offset(block, entry)?;
+                self.begin(t, true)?;
                 if m.leave_block_allocated {
                     // A fixed disk keeps its space: zeros are written, no hole is punched.
                     t.file
@@ -224,12 +224,14 @@ impl VhdxEngine {
                 let reads_zero = !present
                     && (state == fb::PAYLOAD_ZERO || (!diff && state == fb::PAYLOAD_NOT_PRESENT));
                 if !reads_zero {
+                    self.begin(t, true)?;
                     self.set_entry(t, v, block, fb::make_entry(target, 0))?;
                 }
                 if present {
                     discard(t, v.data_offset(block, entry)?, bs)?;
                 }
             } else if diff && state == fb::PAYLOAD_NOT_PRESENT {
+                self.begin(t, true)?;
                 let off = allocate(t, v, bs)?;
                 self.mark_present(t, v, block, start, stop - start, true)?;
                 self.set_entry(
@@ -296,10 +298,12 @@ impl VhdxEngine {
         match state {
             fb::PAYLOAD_FULLY_PRESENT => {
                 let off = v.data_offset(block, entry)?;
+                self.begin(t, true)?;
                 write_payload(t, piece, off + in_block)
             }
             fb::PAYLOAD_PARTIALLY_PRESENT if diff => {
                 let off = v.data_offset(block, entry)?;
+                self.begin(t, true)?;
                 write_payload(t, piece, off + in_block)?;
                 self.mark_present(t, v, block, in_block, n, false)?;
                 if self.block_complete(t, v, block, block_len)? {
@@ -320,8 +324,10 @@ impl VhdxEngine {
                     state == fb::PAYLOAD_ZERO || (!diff && state == fb::PAYLOAD_NOT_PRESENT);
                 let zero = crate::bytes::is_zero(piece);
                 if zero && reads_zero {
+                    // Nothing changes: no new identity either (children stay linked).
                     return Ok(());
                 }
+                self.begin(t, true)?;
                 if zero && whole {
                     return self.set_entry(t, v, block, fb::make_entry(fb::PAYLOAD_ZERO, 0));
                 }

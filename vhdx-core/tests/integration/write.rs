@@ -848,3 +848,25 @@ fn trim_frees_whole_blocks_and_hides_the_parent() {
     assert_same(&theirs, &want[8 << 20..], "differencing trim (libvhdi)");
     our_check(&child);
 }
+
+/// Writing zeros where the disk already reads zeros, or trimming such a range, changes
+/// nothing — not even the DataWriteGuid, so children stay linked.
+#[test]
+fn no_op_writes_keep_the_identity_and_the_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ours(
+        dir.path(),
+        "p.vhdx",
+        CreateOptions::new().size(8 * MIB).block_size(MIB as u32),
+    );
+    let c = ours(dir.path(), "c.avhdx", CreateOptions::new().parent(&p));
+    let before = std::fs::read(&p).unwrap();
+    let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+    d.write_at(&vec![0; 4096], MIB).unwrap();
+    d.write_at(&vec![0; 2 * MIB as usize], 2 * MIB).unwrap();
+    d.trim(5 * MIB, 2 * MIB).unwrap();
+    d.close().unwrap();
+    drop(d);
+    assert!(std::fs::read(&p).unwrap() == before, "the parent changed");
+    Disk::open(&c).unwrap();
+}
