@@ -235,3 +235,54 @@ pub fn assert_same(ours: &[u8], theirs: &[u8], what: &str) {
         );
     }
 }
+
+/// A copy of `image` in `dir` whose log QEMU has replayed (`qemu-img check -r all`).
+pub fn qemu_replayed_copy(image: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join("qemu-replayed.vhdx");
+    std::fs::copy(image, &copy).unwrap();
+    qemu_img(&[
+        "check",
+        "-q",
+        "-r",
+        "all",
+        "-f",
+        "vhdx",
+        copy.to_str().unwrap(),
+    ]);
+    copy
+}
+
+/// The standard output of a child process, read line by line.
+pub type ChildOut = std::io::BufReader<std::process::ChildStdout>;
+
+/// Runs this test binary again as a child process that runs the ignored test `test` with
+/// the variable `var` set to `value`, and returns once the child printed "GO" (the moment
+/// the operation under test starts), with the rest of its output. The caller kills or
+/// waits for the child.
+#[allow(clippy::zombie_processes)]
+pub fn start_test_child(
+    test: &str,
+    var: &str,
+    value: &std::ffi::OsStr,
+) -> (std::process::Child, ChildOut) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--ignored", "-q", "--nocapture"])
+        .env(var, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 || line.trim() == "GO" {
+            return (child, out);
+        }
+    }
+}
+
+/// The rest of a child's output, as lines.
+pub fn rest_lines(out: ChildOut) -> Vec<String> {
+    std::io::BufRead::lines(out).map_while(|l| l.ok()).collect()
+}

@@ -7,7 +7,6 @@
 use super::common::*;
 use super::write::{allocated, our_check, pyvhdi_windows, qemu_check, zero_state_ranges};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use vhdx_core::create::{create, CreateOptions};
 use vhdx_core::write::compact::compact_copy;
@@ -444,33 +443,14 @@ fn killed_compactions_lose_nothing_and_finish_when_run_again() {
         d.close().unwrap();
         len(&p)
     };
-    let exe = std::env::current_exe().unwrap();
     // How long an uninterrupted compaction takes (from "GO" to its end): kills land within
     // that span after the child says "GO".
     let start_child = |p: &Path| {
-        let mut c = Command::new(&exe)
-            .args([
-                "--exact",
-                "compact::compact_child",
-                "--ignored",
-                "-q",
-                "--nocapture",
-            ])
-            .env("VHDX_COMPACT_CHILD", p)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 || line.trim() == "GO"
-            {
-                break;
-            }
-        }
-        (c, out)
+        start_test_child(
+            "compact::compact_child",
+            "VHDX_COMPACT_CHILD",
+            p.as_os_str(),
+        )
     };
     let span = {
         let p = dir.path().join("timed.vhdx");
@@ -478,8 +458,8 @@ fn killed_compactions_lose_nothing_and_finish_when_run_again() {
         let (mut c, out) = start_child(&p);
         assert!(c.wait().unwrap().success());
         assert_eq!(len(&p), optimum);
-        let done = std::io::BufRead::lines(out)
-            .map_while(|l| l.ok())
+        let done = rest_lines(out)
+            .iter()
             .find_map(|l| l.strip_prefix("DONE ").map(|v| v.parse::<u64>().unwrap()))
             .unwrap();
         done.max(1000)
@@ -498,9 +478,7 @@ fn killed_compactions_lose_nothing_and_finish_when_run_again() {
         let info = Disk::open(&p).unwrap().info(false).unwrap();
         let is_dirty = info.vhdx.as_ref().unwrap().log.state == "dirty";
         // Killed after "GO" and before "DONE": mid-compaction.
-        let finished = std::io::BufRead::lines(out)
-            .map_while(|l| l.ok())
-            .any(|l| l.starts_with("DONE"));
+        let finished = rest_lines(out).iter().any(|l| l.starts_with("DONE"));
         if !finished {
             interrupted += 1;
         }
@@ -509,17 +487,7 @@ fn killed_compactions_lose_nothing_and_finish_when_run_again() {
         if is_dirty {
             dirty += 1;
             if dirty % 5 == 1 {
-                let copy = dir.path().join("q.vhdx");
-                std::fs::copy(&p, &copy).unwrap();
-                qemu_img(&[
-                    "check",
-                    "-q",
-                    "-r",
-                    "all",
-                    "-f",
-                    "vhdx",
-                    copy.to_str().unwrap(),
-                ]);
+                let copy = qemu_replayed_copy(&p, dir.path());
                 assert_same(
                     &qemu_raw(&copy, "vhdx"),
                     &want,

@@ -213,17 +213,7 @@ fn crash_loop(fmt: Format, kills: usize, seed0: u64) -> Tally {
                 t.dirty += 1;
                 if t.dirty % 4 == 1 {
                     // QEMU replays our log to the same content.
-                    let copy = dir.path().join("qemu-replay.vhdx");
-                    std::fs::copy(&image, &copy).unwrap();
-                    qemu_img(&[
-                        "check",
-                        "-q",
-                        "-r",
-                        "all",
-                        "-f",
-                        "vhdx",
-                        copy.to_str().unwrap(),
-                    ]);
+                    let copy = qemu_replayed_copy(&image, dir.path());
                     assert_same(
                         &qemu_raw(&copy, "vhdx"),
                         &seen,

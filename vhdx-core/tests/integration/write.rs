@@ -658,17 +658,7 @@ fn opening_a_dirty_qemu_log_for_writing_replays_it_first() {
     for name in FIXTURES {
         let p = gunzip(name, dir.path());
         // QEMU's replay of a copy is the expected starting point.
-        let copy = dir.path().join("qemu.vhdx");
-        std::fs::copy(&p, &copy).unwrap();
-        qemu_img(&[
-            "check",
-            "-q",
-            "-r",
-            "all",
-            "-f",
-            "vhdx",
-            copy.to_str().unwrap(),
-        ]);
+        let copy = qemu_replayed_copy(&p, dir.path());
         let want = dir.path().join("want.raw");
         qemu_img(&[
             "convert",
