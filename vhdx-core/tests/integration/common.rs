@@ -77,6 +77,13 @@ pub fn oracle_python() -> PathBuf {
 /// The whole virtual disk as libvhdi (pyvhdi) reads it. `parent` is given to libvhdi for
 /// differencing images (it resolves deeper parents itself through `set_parent`).
 pub fn pyvhdi_read_all(path: &Path, parents: &[&Path]) -> Vec<u8> {
+    let parents: Vec<PathBuf> = parents.iter().map(|p| p.to_path_buf()).collect();
+    pyvhdi_windows(path, &parents, &[])
+}
+
+/// libvhdi's view of `windows` (offset, length) of `path` opened over `parents` (nearest
+/// first), concatenated; no windows: the whole disk, read in 1 MiB pieces.
+pub fn pyvhdi_windows(path: &Path, parents: &[PathBuf], windows: &[(u64, u64)]) -> Vec<u8> {
     let script = r#"
 import sys, pyvhdi
 paths = sys.argv[1:]
@@ -88,23 +95,40 @@ for p in paths:
 for child, parent in zip(files, files[1:]):
     child.set_parent(parent)
 top = files[0]
-size = top.get_media_size()
+windows = [tuple(map(int, line.split())) for line in sys.stdin if line.strip()]
+if not windows:
+    size = top.get_media_size()
+    windows = [(o, min(1 << 20, size - o)) for o in range(0, size, 1 << 20)]
 out = sys.stdout.buffer
-off = 0
-while off < size:
-    n = min(1 << 20, size - off)
+for off, n in windows:
     top.seek_offset(off, 0)
     data = top.read_buffer(n)
     assert len(data) == n, (off, len(data), n)
     out.write(data)
-    off += n
 "#;
     let mut cmd = Command::new(oracle_python());
-    cmd.arg("-c").arg(script).arg(path);
-    for p in parents {
-        cmd.arg(p);
+    cmd.arg("-c").arg(script).arg(path).args(parents);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("oracle python");
+    let input: String = windows.iter().map(|(o, n)| format!("{o} {n}\n")).collect();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
-    run(&mut cmd)
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pyvhdi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// The whole virtual disk as `qemu-img convert -O raw` gives it.

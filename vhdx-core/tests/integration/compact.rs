@@ -5,7 +5,7 @@
 //! killed at random moments never loses data and finishes when run again.
 
 use super::common::*;
-use super::write::{allocated, our_check, pyvhdi_windows, qemu_check, zero_state_ranges};
+use super::write::{allocated, our_check, qemu_check, zero_state_ranges};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vhdx_core::create::{create, CreateOptions};

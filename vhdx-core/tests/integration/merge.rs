@@ -15,7 +15,7 @@
 //! left out of its comparisons, and differencing VHD levels are written in 4 KiB units.
 
 use super::common::*;
-use super::write::{our_check, pyvhdi_windows, qemu_check, qemu_compare};
+use super::write::{our_check, qemu_check, qemu_compare};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vhdx_core::create::{create, CreateOptions};

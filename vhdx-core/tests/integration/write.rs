@@ -9,7 +9,10 @@ use super::common::*;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+/// Also reachable from here (older imports).
+pub use super::common::pyvhdi_windows;
 use vhdx_core::create::{create, CreateOptions};
 use vhdx_core::{Disk, DiskType, Format, OpenOptions, Status, VirtualDisk};
 
@@ -126,52 +129,7 @@ fn random_write(rng: &mut Rng, case: &Case, block: u64, lss: u64) -> (u64, Vec<u
     (off, data)
 }
 
-/// libvhdi's view of `windows` of `path` (with `parents`), concatenated.
-pub fn pyvhdi_windows(path: &Path, parents: &[PathBuf], windows: &[(u64, u64)]) -> Vec<u8> {
-    let script = r#"
-import sys, pyvhdi
-paths = sys.argv[1:]
-files = []
-for p in paths:
-    f = pyvhdi.file()
-    f.open(p)
-    files.append(f)
-for child, parent in zip(files, files[1:]):
-    child.set_parent(parent)
-top = files[0]
-out = sys.stdout.buffer
-for line in sys.stdin:
-    off, n = map(int, line.split())
-    top.seek_offset(off, 0)
-    data = top.read_buffer(n)
-    assert len(data) == n, (off, len(data), n)
-    out.write(data)
-"#;
-    let mut cmd = Command::new(oracle_python());
-    cmd.arg("-c").arg(script).arg(path).args(parents);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("oracle python");
-    let input: String = windows.iter().map(|(o, n)| format!("{o} {n}\n")).collect();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "pyvhdi failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
+/// `qemu-img compare` finds `image` (in QEMU's format `fmt`) equal to the raw `shadow`.
 pub fn qemu_compare(image: &Path, fmt: &str, shadow: &Path) {
     let out = Command::new("qemu-img")
         .args(["compare", "-f", fmt, "-F", "raw"])
