@@ -1,5 +1,5 @@
-//! `vhdx`: inspect, check, map, convert, create, trim, compact, merge and flatten Microsoft
-//! VHDX and VHD virtual disks.
+//! `vhdx`: inspect, check, map, convert, create, trim, compact, merge, flatten, relink
+//! (set-parent) and resize Microsoft VHDX and VHD virtual disks.
 //!
 //! `main` parses the arguments, runs one subcommand and turns its outcome into the exit
 //! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
@@ -49,6 +49,10 @@ enum Command {
     Merge(cmd::merge::MergeArgs),
     /// Write a differencing disk and its chain into a new standalone disk.
     Flatten(cmd::flatten::FlattenArgs),
+    /// Point a differencing disk at its parent (after a move, or at a copy of it).
+    SetParent(cmd::set_parent::SetParentArgs),
+    /// Change the virtual size: grow any disk, shrink when no data lies past the new end.
+    Resize(cmd::resize::ResizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,8 @@ fn main() -> ExitCode {
         Command::Compact(a) => cmd::compact::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Flatten(a) => cmd::flatten::run(a),
+        Command::SetParent(a) => cmd::set_parent::run(a),
+        Command::Resize(a) => cmd::resize::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

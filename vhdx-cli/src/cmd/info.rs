@@ -159,7 +159,7 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
     }
     f.write(out)?;
     if let Some(p) = &info.parent {
-        render_parent(out, p)?;
+        render_parent(out, info.path.as_deref().unwrap_or("CHILD"), p)?;
     }
     if info.chain.len() > 1 || info.parent.is_some() {
         writeln!(out, "chain:")?;
@@ -215,7 +215,9 @@ fn render_chain_usage(out: &mut dyn Write, u: &ChainUsage) -> io::Result<()> {
     writeln!(out, "  {}", u.note)
 }
 
-fn render_parent(out: &mut dyn Write, p: &ParentInfo) -> io::Result<()> {
+/// The parent link: locators, identities, and what became of the link. A broken link
+/// (parent missing, or another disk's identity) comes with the command that repairs it.
+fn render_parent(out: &mut dyn Write, child: &str, p: &ParentInfo) -> io::Result<()> {
     writeln!(out, "parent locators:")?;
     if p.locators.is_empty() {
         writeln!(out, "  (none)")?;
@@ -239,6 +241,13 @@ fn render_parent(out: &mut dyn Write, p: &ParentInfo) -> io::Result<()> {
                 )
             };
             writeln!(out, "parent linkage: {linkage}")?;
+            if p.status == "ignored_mismatch" {
+                writeln!(
+                    out,
+                    "  if {path} holds the data the child was made on, record its identity: \
+                     vhdx set-parent {child} {path} --ignore-id-mismatch"
+                )?;
+            }
         }
         status => {
             writeln!(out, "parent: {}", status.replace('_', " "))?;
@@ -252,6 +261,20 @@ fn render_parent(out: &mut dyn Write, p: &ParentInfo) -> io::Result<()> {
                 writeln!(out, "  error: {e}")?;
             }
             writeln!(out, "  pass --parent PATH to name the parent image")?;
+            match (status, p.resolved_path.as_deref()) {
+                ("linkage_mismatch", Some(found)) => writeln!(
+                    out,
+                    "  if {found} holds the data the child was made on, relink to it: vhdx \
+                     set-parent {child} {found} --ignore-id-mismatch"
+                )?,
+                ("not_found" | "linkage_mismatch" | "refused" | "error" | "not_opened", _) => {
+                    writeln!(
+                        out,
+                        "  fix the link once the parent is found: vhdx set-parent {child} PARENT"
+                    )?
+                }
+                _ => {}
+            }
         }
     }
     Ok(())

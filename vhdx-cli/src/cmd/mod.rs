@@ -9,6 +9,8 @@ pub mod flatten;
 pub mod info;
 pub mod map;
 pub mod merge;
+pub mod resize;
+pub mod set_parent;
 pub mod trim;
 
 use crate::EXIT_UNUSABLE;

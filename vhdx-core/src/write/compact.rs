@@ -20,7 +20,7 @@
 //! Compaction keeps every byte the disk reads, so the DataWriteGuid stays (children stay
 //! linked); only the FileWriteGuid changes.
 
-use super::layout::{self, Layout};
+use super::layout::{self, Layout, Unit};
 use super::{Engine, WritableDisk};
 use crate::bytes::is_zero;
 use crate::chain::Disk;
@@ -360,29 +360,7 @@ impl WritableDisk {
         let mut done = scan_total;
         for &(i, to) in &a.moves {
             let u = a.lay.units[i];
-            self.file
-                .copy_within(u.offset, to, u.length)
-                .map_err(|e| Error::io(e, "copying a block").offset(u.offset))?;
-            match &mut st.engine {
-                Engine::Vhdx(e) => {
-                    e.begin(&t, false)?;
-                    let old = match self.disk.image() {
-                        Image::Vhdx(v) => v.bat().entry(&*self.journal, u.index)?,
-                        _ => unreachable!("a VHDX engine on a VHDX image"),
-                    };
-                    e.stage_index(&t, u.index, fb::make_entry(fb::entry_state(old), to))?;
-                    if t.journal.staged() >= e.max_pages() {
-                        e.commit(&t)?;
-                    }
-                }
-                Engine::Vhd(e) => {
-                    e.point(&t, u.index, to)?;
-                    if t.journal.staged() >= super::vhd::MAX_STAGED_PAGES {
-                        e.commit(&t)?;
-                    }
-                }
-                Engine::Raw => {}
-            }
+            self.move_unit(&mut st.engine, u, to)?;
             done += u.length;
             report(done);
         }
@@ -415,7 +393,40 @@ impl WritableDisk {
         Ok(stats)
     }
 
-    fn truncate(&self, len: u64) -> Result<()> {
+    /// Copies unit `u` to the free space at `to` and stages its BAT entry at the new place
+    /// (keeping the block's state), committing when the stage is full. The space `u` leaves
+    /// is still referenced by the durable BAT until the next commit.
+    pub(super) fn move_unit(&self, engine: &mut Engine, u: Unit, to: u64) -> Result<()> {
+        let t = self.target();
+        self.file
+            .copy_within(u.offset, to, u.length)
+            .map_err(|e| Error::io(e, "copying a block").offset(u.offset))?;
+        match engine {
+            Engine::Vhdx(e) => {
+                e.begin(&t, false)?;
+                let old = match self.disk.image() {
+                    Image::Vhdx(v) => v.bat().entry(&*self.journal, u.index)?,
+                    _ => unreachable!("a VHDX engine on a VHDX image"),
+                };
+                e.stage_index(&t, u.index, fb::make_entry(fb::entry_state(old), to))?;
+                if t.journal.staged() >= e.max_pages() {
+                    e.commit(&t)?;
+                }
+            }
+            Engine::Vhd(e) => {
+                e.point(&t, u.index, to)?;
+                if t.journal.staged() >= super::vhd::MAX_STAGED_PAGES {
+                    e.commit(&t)?;
+                }
+            }
+            Engine::Raw => {}
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to `len` bytes and flushes (after every change that could extend it
+    /// again is durable; for a VHDX, with a clean log).
+    pub(super) fn truncate(&self, len: u64) -> Result<()> {
         self.file
             .set_len(len)
             .map_err(|e| Error::io(e, "truncating the compacted file").offset(len))?;

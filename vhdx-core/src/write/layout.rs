@@ -92,7 +92,7 @@ impl Layout {
                 return Err(Error::corrupt(
                     name,
                     w[1].0,
-                    "two blocks or structures overlap; run `vhdx check` before compacting",
+                    "two blocks or structures overlap; run `vhdx check` before changing the layout",
                 )
                 .found(format!(
                     "{:#x}+{:#x} and {:#x}+{:#x}",
@@ -108,7 +108,7 @@ impl Layout {
             return Err(Error::corrupt(
                 name,
                 u.offset,
-                "a block lies past the end of the file; run `vhdx check` before compacting",
+                "a block lies past the end of the file; run `vhdx check` before changing the layout",
             )
             .found(format!("{:#x}+{:#x}", u.offset, u.length)));
         }
@@ -221,14 +221,7 @@ pub fn vhd_layout(v: &Vhd, s: &dyn Storage) -> Result<Option<Layout>> {
         ),
     ];
     for l in sp.header.parent_locators.iter().filter(|l| l.is_used()) {
-        let space = u64::from(l.platform_data_space.get());
-        // Older writers store the space in sectors, newer ones in bytes.
-        let bytes = if space < SECTOR {
-            space * SECTOR
-        } else {
-            space
-        };
-        fixed.push((l.platform_data_offset.get(), bytes));
+        fixed.push((l.platform_data_offset.get(), l.data_space_bytes()));
     }
     fixed.retain(|&(_, l)| l > 0);
     let unit_len = sp.bitmap_bytes + u64::from(sp.block_size);

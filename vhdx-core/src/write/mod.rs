@@ -37,10 +37,14 @@
 
 pub mod compact;
 pub mod layout;
+pub mod relink;
+pub mod resize;
 pub mod vhd;
 pub mod vhdx;
 
 pub use compact::{CompactMode, CompactStats};
+pub use relink::{set_parent, SetParentStats};
+pub use resize::{resize, resize_to_minimum, ResizeStats};
 
 use crate::chain::{Disk, OpenOptions};
 use crate::disk::{check_range, Extent, VirtualDisk};

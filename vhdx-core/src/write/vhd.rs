@@ -20,7 +20,7 @@
 
 use super::{round_up, Target};
 use crate::error::{Error, Result};
-use crate::format::vhd::dynamic_header::BAT_UNALLOCATED;
+use crate::format::vhd::dynamic_header::{DynamicHeader, BAT_UNALLOCATED};
 use crate::format::vhd::footer::{self as ft, Footer};
 use crate::format::vhd::SECTOR;
 use crate::image::{Image, ImageFile};
@@ -161,9 +161,8 @@ impl VhdEngine {
     fn allocate(&mut self, t: &Target<'_>, v: &Vhd, block: u64, diff: bool) -> Result<u64> {
         let sp = v.sparse().expect("dynamic or differencing");
         let bmb = sp.bitmap_bytes;
-        let data_off = round_up(self.footer_offset + bmb, 4096)?;
-        let bitmap_off = data_off - bmb;
-        let new_footer = data_off + u64::from(sp.block_size);
+        let bitmap_off = self.reserve(t, v, 0, bmb + u64::from(sp.block_size), 4096, bmb)?;
+        let data_off = bitmap_off + bmb;
         let sector = u32::try_from(bitmap_off / SECTOR).map_err(|_| {
             Error::unsupported(
                 "VHD BAT",
@@ -171,21 +170,46 @@ impl VhdEngine {
                 "the file would grow past the 2 TiB a VHD BAT entry can address",
             )
         })?;
+        if !diff {
+            t.file
+                .write_all_at(&vec![0xFF; bmb as usize], bitmap_off)
+                .map_err(|e| Error::io(e, "writing a VHD sector bitmap").offset(bitmap_off))?;
+        }
+        self.stage_entry(t, block, sector)?;
+        Ok(data_off)
+    }
+
+    /// Reserves `len` bytes where the footer is (at `at_least` or later), placed so that
+    /// the offset plus `skew` is a multiple of `align` (a power of two, at least 512):
+    /// the footer is written at the new end of the file first, then the old footer and the
+    /// gap before the space are zeroed (the rest lies past the old end of the file and reads
+    /// as zeros). Returns the offset; nothing refers to the space yet. Not flushed.
+    pub(crate) fn reserve(
+        &mut self,
+        t: &Target<'_>,
+        v: &Vhd,
+        at_least: u64,
+        len: u64,
+        align: u64,
+        skew: u64,
+    ) -> Result<u64> {
+        let from = self.footer_offset.max(at_least);
+        let off = round_up(from + skew, align)? - skew;
+        let new_footer = off
+            .checked_add(len)
+            .ok_or_else(|| Error::invalid_argument("file offset overflows"))?;
         t.file
             .write_all_at(self.footer.as_bytes(), new_footer)
             .map_err(|e| Error::io(e, "writing the VHD footer").offset(new_footer))?;
-        let mut head = vec![0u8; (data_off - self.footer_offset) as usize];
-        if !diff {
-            let gap = (bitmap_off - self.footer_offset) as usize;
-            head[gap..].fill(0xFF);
-        }
+        let stale_end = (self.footer_offset + ft::SIZE as u64)
+            .max(off)
+            .min(new_footer);
         t.file
-            .write_all_at(&head, self.footer_offset)
-            .map_err(|e| Error::io(e, "writing a VHD sector bitmap").offset(bitmap_off))?;
+            .write_zeroes_at(self.footer_offset, stale_end - self.footer_offset)
+            .map_err(|e| Error::io(e, "zeroing the old VHD footer").offset(self.footer_offset))?;
         self.footer_offset = new_footer;
         v.note_file_len(new_footer + ft::SIZE as u64);
-        self.stage_entry(t, block, sector)?;
-        Ok(data_off)
+        Ok(off)
     }
 
     /// Stages block `block` as unallocated (its space becomes free once committed).
@@ -208,6 +232,66 @@ impl VhdEngine {
             .map_err(|e| Error::io(e, "staging a VHD BAT entry").offset(at))?;
         sp.bat.forget(block);
         Ok(())
+    }
+
+    /// The offset of the footer at the end of the file.
+    pub(crate) fn footer_offset(&self) -> u64 {
+        self.footer_offset
+    }
+
+    /// Changes the footer this engine writes (`change` edits it; the checksum is computed
+    /// here). Nothing is written: [`VhdEngine::write_footers`] or
+    /// [`VhdEngine::move_footer`] do that.
+    pub(crate) fn set_footer(&mut self, change: impl FnOnce(&mut Footer)) -> Result<()> {
+        change(&mut self.footer);
+        self.footer.checksum.set(0);
+        let crc = Footer::compute_checksum(
+            self.footer
+                .as_bytes()
+                .try_into()
+                .map_err(|_| Error::invalid_argument("footer size"))?,
+        );
+        self.footer.checksum.set(crc);
+        Ok(())
+    }
+
+    /// Writes the footer at its place at the end of the file and, for dynamic and
+    /// differencing disks, over the copy at offset 0; then flushes.
+    pub(crate) fn write_footers(&mut self, t: &Target<'_>) -> Result<()> {
+        let mut places = vec![self.footer_offset];
+        if vhd(t).sparse().is_some() {
+            places.push(0);
+        }
+        for at in places {
+            t.file
+                .write_all_at(self.footer.as_bytes(), at)
+                .map_err(|e| Error::io(e, "writing the VHD footer").offset(at))?;
+        }
+        t.file
+            .sync()
+            .map_err(|e| Error::io(e, "flushing the VHD footer"))
+    }
+
+    /// Writes the dynamic header `h` (its checksum computed here) over the current one and
+    /// flushes. The header is 1024 bytes in one host page.
+    pub(crate) fn write_header(&mut self, t: &Target<'_>, mut h: DynamicHeader) -> Result<()> {
+        let at = vhd(t)
+            .sparse()
+            .map(|sp| sp.header_offset)
+            .ok_or_else(|| Error::invalid_argument("a fixed VHD has no dynamic header"))?;
+        h.checksum.set(0);
+        let crc = DynamicHeader::compute_checksum(
+            h.as_bytes()
+                .try_into()
+                .map_err(|_| Error::invalid_argument("dynamic header size"))?,
+        );
+        h.checksum.set(crc);
+        t.file
+            .write_all_at(h.as_bytes(), at)
+            .map_err(|e| Error::io(e, "writing the VHD dynamic header").offset(at))?;
+        t.file
+            .sync()
+            .map_err(|e| Error::io(e, "flushing the VHD dynamic header").offset(at))
     }
 
     /// Writes the footer at `at` (before the file is cut there) and flushes.
@@ -283,10 +367,7 @@ fn guard(v: &Vhd, sp: &Sparse, block: u64, off: u64, len: u64) -> Result<()> {
     if v.disk_type() == DiskType::Differencing {
         for l in &h.parent_locators {
             if l.is_used() {
-                taken.push((
-                    l.platform_data_offset.get(),
-                    u64::from(l.platform_data_space.get()),
-                ));
+                taken.push((l.platform_data_offset.get(), l.data_space_bytes()));
             }
         }
     }

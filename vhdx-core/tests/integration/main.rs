@@ -10,6 +10,7 @@ mod create;
 mod locking;
 mod merge;
 mod mutate;
+mod relink;
 mod resize;
 mod vhd_read;
 mod vhdx_log;

@@ -43,4 +43,15 @@ impl ParentLocatorEntry {
     pub fn is_used(&self) -> bool {
         self.platform_code != PLATFORM_NONE
     }
+
+    /// The space reserved for the data in bytes. Older writers store it in sectors, newer
+    /// ones (Microsoft's tools, blktap) in bytes; values below 512 are taken as sectors.
+    pub fn data_space_bytes(&self) -> u64 {
+        let space = u64::from(self.platform_data_space.get());
+        if space < 512 {
+            space * 512
+        } else {
+            space
+        }
+    }
 }
