@@ -1329,3 +1329,89 @@ fn flatten_writes_a_standalone_disk() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).starts_with("wrote"), "{}", stdout(&o));
 }
+
+/// Issue #5 item 3: `vhdx info` on a child whose parent moved shows the fix command;
+/// `vhdx set-parent` applies it (the chain opens again, linkage verified); a stranger is
+/// refused (exit 2, naming the override) and accepted with `--ignore-id-mismatch`.
+#[test]
+fn set_parent_repairs_a_moved_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f);
+    for ext in ["vhdx", "vhd"] {
+        let (base, child) = (p(&format!("base.{ext}")), p(&format!("child.{ext}")));
+        let o = vhdx(&["create", s(&base), "--size", "8M"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let o = vhdx(&["create", s(&child), "--parent", s(&base)]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        fs::create_dir_all(p("moved")).unwrap();
+        let moved = p(&format!("moved/base.{ext}"));
+        fs::rename(&base, &moved).unwrap();
+        let o = vhdx(&["info", s(&child)]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let fix = format!("vhdx set-parent {} PARENT", s(&child));
+        assert!(stdout(&o).contains(&fix), "{}", stdout(&o));
+        let o = vhdx(&["set-parent", s(&child), s(&moved), "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["relative_path"], format!(".\\moved\\base.{ext}"), "{v}");
+        assert_eq!(v["id_mismatch_ignored"], false, "{v}");
+        let i = json(&vhdx(&["info", s(&child), "--json"]));
+        assert_eq!(i["parent"]["status"], "ok", "{i}");
+        let stranger = p(&format!("stranger.{ext}"));
+        assert_eq!(code(&vhdx(&["create", s(&stranger), "--size", "8M"])), 0);
+        let o = vhdx(&["set-parent", s(&child), s(&stranger)]);
+        assert_eq!(code(&o), 2);
+        assert!(
+            stderr(&o).contains("--ignore-id-mismatch"),
+            "{}",
+            stderr(&o)
+        );
+        let o = vhdx(&[
+            "set-parent",
+            s(&child),
+            s(&stranger),
+            "--ignore-id-mismatch",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(stdout(&o).contains("recorded anew"), "{}", stdout(&o));
+        let i = json(&vhdx(&["info", s(&child), "--json"]));
+        assert_eq!(i["parent"]["status"], "ok", "{i}");
+    }
+}
+
+/// Issue #5 item 5: `vhdx resize` grows a qemu-made VHDX (qemu-img info and check agree,
+/// qemu-img compare finds the old content), refuses a shrink past the data (exit 2, naming
+/// where it ends) and shrinks back with `--to-minimum`; SIZE and `--to-minimum` exclude
+/// each other.
+#[test]
+fn resize_grows_and_shrinks_to_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sample_vhdx(dir.path(), 64 * MIB);
+    let orig = dir.path().join("orig.vhdx");
+    fs::copy(&img, &orig).unwrap();
+    let o = vhdx(&["resize", s(&img), "3G", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["size_after"], 3u64 << 30, "{v}");
+    let q: Value = serde_json::from_slice(&qemu_img(&["info", "--output=json", s(&img)])).unwrap();
+    assert_eq!(q["virtual-size"], 3u64 << 30);
+    qemu_img(&["check", "-f", "vhdx", s(&img)]);
+    qemu_img(&["compare", "-f", "vhdx", "-F", "vhdx", s(&orig), s(&img)]);
+    let o = vhdx(&["resize", s(&img), "4M"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("holds data up to offset"),
+        "{}",
+        stderr(&o)
+    );
+    let o = vhdx(&["resize", s(&img), "--to-minimum"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("resized"), "{}", stdout(&o));
+    let o = vhdx(&["info", s(&img), "--json"]);
+    let size = json(&o)["virtual_size"].as_u64().unwrap();
+    assert!(size < 64 * MIB && size % MIB == 0, "{size}");
+    qemu_img(&["check", "-f", "vhdx", s(&img)]);
+    qemu_img(&["compare", "-f", "vhdx", "-F", "vhdx", s(&img), s(&orig)]);
+    assert_eq!(code(&vhdx(&["resize", s(&img)])), 2);
+    assert_eq!(code(&vhdx(&["resize", s(&img), "1G", "--to-minimum"])), 2);
+}

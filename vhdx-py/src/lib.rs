@@ -657,6 +657,46 @@ fn flatten(
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
+/// Points the differencing disk `child` at `parent` (see `vhdx_core::write::relink`) and
+/// returns the JSON text of `SetParentStats`. The GIL is released for the work.
+#[pyfunction]
+#[pyo3(signature = (child, parent, ignore_id_mismatch = false))]
+fn set_parent(
+    py: Python<'_>,
+    child: PathBuf,
+    parent: PathBuf,
+    ignore_id_mismatch: bool,
+) -> PyResult<String> {
+    let stats = py.detach(|| vhdx_core::write::set_parent(&child, &parent, ignore_id_mismatch));
+    json(&stats.map_err(|e| to_py_err(py, e))?)
+}
+
+/// Resizes the disk at `path` to `size` bytes, or with `to_minimum` to the end of its last
+/// data (see `vhdx_core::write::resize`), and returns the JSON text of `ResizeStats`.
+/// `parents` name the parents of a differencing disk. The GIL is released for the whole
+/// work; `progress(done, total)` is called as it advances.
+#[pyfunction]
+#[pyo3(signature = (path, size = None, to_minimum = false, parents = Vec::new(), progress = None))]
+fn resize(
+    py: Python<'_>,
+    path: PathBuf,
+    size: Option<u64>,
+    to_minimum: bool,
+    parents: Vec<PathBuf>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    use vhdx_core::write::resize::{resize, resize_to_minimum};
+    let opts = open_options(parents, "default", false, true)?;
+    let stats = with_progress(py, progress.as_ref(), |update| match (size, to_minimum) {
+        (Some(n), false) => resize(&path, n, &opts, update),
+        (None, true) => resize_to_minimum(&path, &opts, update),
+        _ => Err(Error::invalid_argument(
+            "give either a new size or to_minimum=True",
+        )),
+    })?;
+    json(&stats.map_err(|e| to_py_err(py, e))?)
+}
+
 /// How many of `n` bytes at `offset` lie inside a disk of `size` bytes.
 fn clamp(size: u64, offset: u64, n: u64) -> usize {
     // Bounded by `n`, which came from a usize.
@@ -732,6 +772,8 @@ fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(flatten, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(set_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(resize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -27,6 +27,8 @@ from ._vhdx import compact as _compact
 from ._vhdx import convert as _convert
 from ._vhdx import flatten as _flatten
 from ._vhdx import merge as _merge
+from ._vhdx import resize as _resize
+from ._vhdx import set_parent as _set_parent
 from .errors import (
     ChainLoopError,
     CorruptImageError,
@@ -49,6 +51,8 @@ __all__ = [
     "convert",
     "merge",
     "flatten",
+    "set_parent",
+    "resize",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -426,5 +430,78 @@ def flatten(
             ignore_id_mismatch,
             progress,
         )
+    )
+    return stats
+
+
+def set_parent(
+    child: _Path,
+    parent: _Path,
+    *,
+    ignore_id_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Points the differencing disk ``child`` at ``parent`` (like ``vhdx set-parent`` and
+    Hyper-V's ``Set-VHD -ParentPath``), after the parent moved or to use a copy of it, and
+    returns what was done.
+
+    The child's parent locators are rewritten the way :func:`create` writes them: a path
+    relative to the child's folder and an absolute one. ``parent`` must be the disk the
+    child was made from: its identity (VHDX DataWriteGuid, VHD UniqueId) must be one the
+    child recorded, else :class:`LinkageMismatchError` is raised and nothing changes.
+    ``ignore_id_mismatch=True`` accepts it and records its identity: only for a parent
+    holding the data the child was made on (any other corrupts what the child reads). The
+    child is locked like a disk opened ``"r+"``; its content and data identity do not
+    change; the change is crash-safe (a VHDX's through its log). The GIL is released.
+
+    Returns the object ``vhdx set-parent --json`` prints: ``path``, ``parent``, ``format``,
+    ``relative_path``, ``absolute_path`` (as recorded), ``parent_id`` (the identity
+    recorded), ``previous_ids``, ``id_mismatch_ignored``, ``previous_locators`` (a list of
+    ``{"key", "value"}``) and ``note`` (for instance that the sizes differ).
+    """
+    stats: dict[str, Any] = json.loads(
+        _set_parent(os.fspath(child), os.fspath(parent), ignore_id_mismatch)
+    )
+    return stats
+
+
+def resize(
+    path: _Path,
+    size: Optional[int] = None,
+    *,
+    to_minimum: bool = False,
+    parent: _Parents = None,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Changes the virtual size of the disk at ``path`` to ``size`` bytes (like ``vhdx
+    resize`` and Hyper-V's ``Resize-VHD``), or with ``to_minimum=True`` shrinks it to the
+    end of its last data rounded up to a whole block (fixed disks: a whole MiB); returns
+    what was done. Give exactly one of ``size`` and ``to_minimum``.
+
+    Every type grows (the new space reads as zeros). A disk shrinks only when no data lies
+    past the new end, else :class:`InvalidArgumentError` names where its data ends. The
+    size must be a multiple of the logical sector size, at most 2040 GiB for VHD and 64 TiB
+    for VHDX. A differencing disk must keep its parent's size: it is resized only to the
+    size of its parent (named by ``parent`` when its locators do not find it), after the
+    parent was resized. A VHDX gets a new data identity (its differencing children must be
+    relinked with :func:`set_parent`); a VHD keeps its UniqueId. The disk is locked like a
+    disk opened ``"r+"``; an interrupted resize leaves the old or the new size, the content
+    unchanged, and running it again finishes.
+
+    The work runs with the GIL released; ``progress(done, total)`` is called as data is
+    moved or scanned, at most about ten times a second and last with ``done == total``.
+
+    Returns the object ``vhdx resize --json`` prints: ``path``, ``format``, ``disk_type``,
+    ``size_before``, ``size_after``, ``minimum_size`` (None when a fixed disk grows without
+    a scan), ``file_len_before``, ``file_len_after``, ``block_table_grown``,
+    ``blocks_moved``, ``bytes_moved``, ``seconds`` and ``note``.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
+    if (size is None) == (not to_minimum):
+        raise InvalidArgumentError(
+            "give either a new size or to_minimum=True (exactly one)", path=os.fspath(path)
+        )
+    stats: dict[str, Any] = json.loads(
+        _resize(os.fspath(path), size, to_minimum, _parent_list(parent), progress)
     )
     return stats

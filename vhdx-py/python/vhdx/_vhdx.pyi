@@ -5,7 +5,17 @@ from typing import Callable, Sequence, Union, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["NativeDisk", "__version__", "compact", "convert", "create_disk", "flatten", "merge"]
+__all__ = [
+    "NativeDisk",
+    "__version__",
+    "compact",
+    "convert",
+    "create_disk",
+    "flatten",
+    "merge",
+    "resize",
+    "set_parent",
+]
 
 __version__: str
 
@@ -101,5 +111,15 @@ def flatten(
     parents: Sequence[_Path] = ...,
     parent_policy: str = ...,
     ignore_id_mismatch: bool = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...
+
+def set_parent(child: _Path, parent: _Path, ignore_id_mismatch: bool = ...) -> str: ...
+
+def resize(
+    path: _Path,
+    size: int | None = ...,
+    to_minimum: bool = ...,
+    parents: Sequence[_Path] = ...,
     progress: Callable[[int, int], object] | None = ...,
 ) -> str: ...
