@@ -7,14 +7,16 @@
 #     with 32 MiB blocks,
 # by `vhdx convert` (release build) and by `qemu-img convert` (its defaults, and `-t
 # writeback`, with which it flushes the output before it exits). Inputs are read from the page
-# cache (read once before timing); before each run the previous outputs are deleted and
-# `sync` runs (not timed). Each run is timed twice: until the process exits, and until the
+# cache (read again before each run); before each run the previous outputs are deleted,
+# `sync` runs and the script waits a second (not timed), so that no run inherits the disk
+# writes of the one before. Each run is timed twice: until the process exits, and until the
 # output is on disk (the process, then `sync OUT`, an fsync of the output file alone).
 # `vhdx convert` flushes its output before it exits (it moves the file into place only
 # then); `qemu-img convert` by default opens its output with cache=unsafe and leaves the
 # writeback to the kernel, so only the second figure compares equal work. Best of RUNS
-# (default 3) by the time until durable, the tools taking turns. The machine may be shared:
-# the load average before and after is printed with the figures.
+# (default 3) by the time until durable; the tools take turns, each run starting with a
+# different one. The machine may be shared: the load average before and after is printed
+# with the figures.
 #
 #   scripts/bench-convert.sh           (RUNS=n; OUT=path for the markdown report, default
 #                                       target/bench-convert.md; images in $VHDX_BENCH_DIR)
@@ -53,6 +55,7 @@ once() {
   rm -f "$DIR"/out.*
   cat "$in" >/dev/null   # in the page cache, whatever else ran meanwhile
   sync
+  sleep 1
   local t0 t1 t2
   t0=$(now)
   "$@" >/dev/null
@@ -72,6 +75,7 @@ record() {
 }
 
 cases=(vhdx-to-vhd vhd-to-vhdx)
+tools=(ours qemu qemu-wb)
 for run in $(seq 1 "$RUNS"); do
   for c in "${cases[@]}"; do
     if [ "$c" = vhdx-to-vhd ]; then
@@ -82,16 +86,19 @@ for run in $(seq 1 "$RUNS"); do
       qemu_out=(-O vhdx -o subformat=dynamic,block_size=32M)
     fi
     log "run $run: $c"
-    r=$(once "$in" "$out" "$VHDX" convert "$in" "$out")
-    record "$c ours" $r
-    r=$(once "$in" "$out" qemu-img convert -f "$inf" "${qemu_out[@]}" "$in" "$out")
-    record "$c qemu" $r
-    r=$(once "$in" "$out" qemu-img convert -t writeback -f "$inf" "${qemu_out[@]}" "$in" "$out")
-    record "$c qemu-wb" $r
+    for k in 0 1 2; do
+      t=${tools[$(((run + k) % 3))]}
+      case $t in
+        ours) r=$(once "$in" "$out" "$VHDX" convert "$in" "$out") ;;
+        qemu) r=$(once "$in" "$out" qemu-img convert -f "$inf" "${qemu_out[@]}" "$in" "$out") ;;
+        qemu-wb) r=$(once "$in" "$out" qemu-img convert -t writeback -f "$inf" "${qemu_out[@]}" "$in" "$out") ;;
+      esac
+      record "$c $t" $r
+    done
   done
 done
 
-# Our outputs and qemu's read the same (and as the input).
+# Our outputs read as the inputs.
 for c in "${cases[@]}"; do
   if [ "$c" = vhdx-to-vhd ]; then in=$DIR/in.vhdx inf=vhdx; ext=vhd; f=vpc
   else in=$DIR/in.vhd inf=vpc; ext=vhdx; f=vhdx; fi
