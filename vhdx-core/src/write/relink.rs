@@ -10,6 +10,11 @@
 //! new linkage (for a parent whose content is known to be unchanged, e.g. a copy or a parent
 //! whose identity changed without a change of the data the child depends on).
 //!
+//! VHDX locator keys other tools wrote are kept, except `volume_path` (it names the old
+//! place) and `parent_linkage2` (an identity of the old parent during a merge). VHD locator
+//! entries other than W2ru and W2ku are left as they are; ParentUnicodeName becomes the new
+//! parent's file name.
+//!
 //! The child's content does not change, so a VHDX keeps its DataWriteGuid (its own children
 //! stay linked); only the FileWriteGuid changes.
 //!
