@@ -31,9 +31,10 @@
 //!
 //! # Zero writes
 //! A write whose bytes are all zero into a block that already reads as zeros in this file
-//! (an unallocated block of a dynamic disk; a ZERO, UNMAPPED or UNDEFINED block) changes
-//! nothing and allocates nothing. A whole-block zero write over a not-present block of a
-//! differencing VHDX sets the block's ZERO state instead of allocating it.
+//! (an unallocated block of a dynamic disk, a ZERO block) changes nothing and allocates
+//! nothing. A whole block of zeros over a block that does not hold them for sure (a
+//! not-present block of a differencing VHDX, whose parent shows through; UNDEFINED or
+//! UNMAPPED, which may read anything) sets the block's ZERO state instead of allocating.
 
 pub mod compact;
 pub mod layout;

@@ -5,7 +5,7 @@
 //! and VHD parent locators; and a resize killed at random moments.
 
 use super::common::*;
-use super::write::{our_check, pyvhdi_windows, qemu_check};
+use super::write::{our_check, qemu_check};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

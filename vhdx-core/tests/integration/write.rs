@@ -10,9 +10,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Also reachable from here (older imports).
-pub use super::common::pyvhdi_windows;
 use vhdx_core::create::{create, CreateOptions};
 use vhdx_core::{Disk, DiskType, Format, OpenOptions, Status, VirtualDisk};
 
