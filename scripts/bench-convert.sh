@@ -6,11 +6,11 @@
 #   - a 2 GiB dynamic VHD (qemu-made, force_size, the same data) converted to a dynamic VHDX
 #     with 32 MiB blocks,
 # by `vhdx convert` (release build) and by `qemu-img convert` (its defaults, and `-t
-# writeback`, with which it flushes the output before it exits). Inputs are read from the page
-# cache (read again before each run); before each run the previous outputs are deleted,
-# `sync` runs and the script waits a second (not timed), so that no run inherits the disk
-# writes of the one before. Each run is timed twice: until the process exits, and until the
-# output is on disk (the process, then `sync OUT`, an fsync of the output file alone).
+# writeback`, with which it flushes the output before it exits). Before each run (not timed)
+# the previous outputs are deleted, `sync` runs and the script waits a second, so that no run
+# inherits the disk writes of the one before, then the input is read into the page cache.
+# Each run is timed twice: until the process exits, and until the output is on disk (the
+# process, then `sync OUT`, an fsync of the output file alone).
 # `vhdx convert` flushes its output before it exits (it moves the file into place only
 # then); `qemu-img convert` by default opens its output with cache=unsafe and leaves the
 # writeback to the kernel, so only the second figure compares equal work. Best of RUNS
@@ -53,9 +53,11 @@ now() { date +%s.%N; }
 once() {
   local in=$1 out=$2; shift 2
   rm -f "$DIR"/out.*
-  cat "$in" >/dev/null   # in the page cache, whatever else ran meanwhile
   sync
   sleep 1
+  # Into the page cache right before the run: this VM's memory manager (DAMON reclaim)
+  # evicts pages of files left alone for a few seconds.
+  cat "$in" >/dev/null
   local t0 t1 t2
   t0=$(now)
   "$@" >/dev/null
