@@ -1,5 +1,5 @@
-//! A one-line progress bar on standard error for long operations (convert, and later
-//! compact and merge): percentage, bar, bytes done of total, rate and time left, redrawn in
+//! A one-line progress bar on standard error for long operations (convert, compact,
+//! merge, flatten, resize): percentage, bar, bytes done of total, rate and time left, redrawn in
 //! place with `\r` at most ten times a second. It is drawn only when standard error is a
 //! terminal, so scripts and logs never see it.
 
@@ -53,6 +53,26 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+/// Runs `work` with a progress line labelled `label` when standard error is a terminal:
+/// `work` gets the callback to report `(done, total)` through (`None` otherwise), and the
+/// line is ended when it returns.
+pub fn with_progress<T>(
+    label: &'static str,
+    work: impl FnOnce(Option<&dyn Fn(u64, u64)>) -> T,
+) -> T {
+    let bar = Progress::on_terminal(label);
+    let update = |done, total| {
+        if let Some(b) = &bar {
+            b.update(done, total);
+        }
+    };
+    let result = work(bar.is_some().then_some(&update as &dyn Fn(u64, u64)));
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    result
 }
 
 /// The text of the line.

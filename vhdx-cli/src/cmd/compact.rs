@@ -19,7 +19,7 @@
 
 use super::{ChainArgs, CliError};
 use crate::output::{print_json, size};
-use crate::progress::Progress;
+use crate::progress::with_progress;
 use crate::{EXIT_OK, EXIT_UNUSABLE};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde::Serialize;
@@ -186,14 +186,7 @@ pub fn compact_one(
         return Ok(stats.into_iter().map(report).collect());
     }
     let mode = modes[0];
-    let bar = Progress::on_terminal("compacting");
-    let update = |done, total| {
-        if let Some(b) = &bar {
-            b.update(done, total);
-        }
-    };
-    let progress = bar.is_some().then_some(&update as &dyn Fn(u64, u64));
-    let stats = match output {
+    let stats = with_progress("compacting", |progress| match output {
         Some(out) => compact_copy(file, out, mode, args.force, opts, progress),
         None => Disk::open_rw(file, opts).and_then(|disk| {
             let stats = disk.compact(mode, progress);
@@ -201,10 +194,7 @@ pub fn compact_one(
             let stats = stats?;
             closed.map(|()| stats)
         }),
-    };
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    });
     Ok(vec![report(stats?)])
 }
 

@@ -6,7 +6,7 @@
 use super::create::{parse_size, CreateType};
 use super::{ChainArgs, CliError};
 use crate::output::{print_json, size};
-use crate::progress::Progress;
+use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -147,21 +147,7 @@ pub fn run(args: &ConvertArgs) -> Result<u8, CliError> {
         )));
     }
     let disk = open_input(args)?;
-    let bar = Progress::on_terminal("converting");
-    let update = |done, total| {
-        if let Some(b) = &bar {
-            b.update(done, total);
-        }
-    };
-    let stats = convert(
-        &disk,
-        &args.output,
-        &opts,
-        bar.is_some().then_some(&update as &dyn Fn(u64, u64)),
-    );
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    let stats = with_progress("converting", |p| convert(&disk, &args.output, &opts, p));
     let stats = stats?;
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -6,7 +6,7 @@ use super::convert::{render, FormatArg};
 use super::create::CreateType;
 use super::{ChainArgs, CliError};
 use crate::output::print_json;
-use crate::progress::Progress;
+use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -61,21 +61,7 @@ pub fn run(args: &FlattenArgs) -> Result<u8, CliError> {
         },
         overwrite: args.force,
     };
-    let bar = Progress::on_terminal("flattening");
-    let update = |done, total| {
-        if let Some(b) = &bar {
-            b.update(done, total);
-        }
-    };
-    let stats = flatten(
-        &disk,
-        &args.output,
-        &opts,
-        bar.is_some().then_some(&update as &dyn Fn(u64, u64)),
-    );
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    let stats = with_progress("flattening", |p| flatten(&disk, &args.output, &opts, p));
     let stats = stats?;
     let stdout = io::stdout();
     let mut out = stdout.lock();

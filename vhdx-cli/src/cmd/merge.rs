@@ -6,7 +6,7 @@
 
 use super::{ChainArgs, CliError};
 use crate::output::{print_json, size};
-use crate::progress::Progress;
+use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -43,20 +43,7 @@ pub fn run(args: &MergeArgs) -> Result<u8, CliError> {
         delete: args.delete,
         open: args.chain.open_options(true),
     };
-    let bar = Progress::on_terminal("merging");
-    let update = |done, total| {
-        if let Some(b) = &bar {
-            b.update(done, total);
-        }
-    };
-    let stats = merge(
-        &args.child,
-        &opts,
-        bar.is_some().then_some(&update as &dyn Fn(u64, u64)),
-    );
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    let stats = with_progress("merging", |p| merge(&args.child, &opts, p));
     let stats = stats?;
     for w in warnings(&stats) {
         eprintln!("vhdx: warning: {w}");

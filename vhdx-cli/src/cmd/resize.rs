@@ -8,7 +8,7 @@
 use super::create::parse_size;
 use super::{ChainArgs, CliError};
 use crate::output::{print_json, size};
-use crate::progress::Progress;
+use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -46,20 +46,10 @@ pub struct ResizeArgs {
 /// Runs `vhdx resize`.
 pub fn run(args: &ResizeArgs) -> Result<u8, CliError> {
     let opts = args.chain.open_options(true);
-    let bar = Progress::on_terminal("resizing");
-    let update = |done, total| {
-        if let Some(b) = &bar {
-            b.update(done, total);
-        }
-    };
-    let progress = bar.is_some().then_some(&update as &dyn Fn(u64, u64));
-    let stats = match args.size {
+    let stats = with_progress("resizing", |progress| match args.size {
         Some(n) => resize(&args.file, n, &opts, progress),
         None => resize_to_minimum(&args.file, &opts, progress),
-    };
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    });
     let stats = stats?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
