@@ -493,6 +493,17 @@ fn compact(
 }
 
 /// A format name from Python (`"vhdx"`, `"vhd"`, `"raw"`); `what` names the argument.
+/// The disk type a `type=` argument names (`"dynamic"` or `"fixed"`).
+fn parse_disk_type(name: &str) -> PyResult<vhdx_core::DiskType> {
+    match name {
+        "dynamic" => Ok(vhdx_core::DiskType::Dynamic),
+        "fixed" => Ok(vhdx_core::DiskType::Fixed),
+        other => Err(PyValueError::new_err(format!(
+            "type must be \"dynamic\" or \"fixed\", not {other:?}"
+        ))),
+    }
+}
+
 fn parse_format(name: &str, what: &str) -> PyResult<vhdx_core::Format> {
     match name {
         "vhdx" => Ok(vhdx_core::Format::Vhdx),
@@ -546,15 +557,8 @@ fn convert(
         .overwrite(overwrite)
         .azure(azure)
         .round_up(round_up);
-    match disk_type {
-        None => {}
-        Some("dynamic") => opts = opts.disk_type(vhdx_core::DiskType::Dynamic),
-        Some("fixed") => opts = opts.disk_type(vhdx_core::DiskType::Fixed),
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "type must be \"dynamic\" or \"fixed\", not {other:?}"
-            )))
-        }
+    if let Some(t) = disk_type {
+        opts = opts.disk_type(parse_disk_type(t)?);
     }
     if let Some(b) = block_size {
         opts = opts.block_size(b);
@@ -633,16 +637,7 @@ fn flatten(
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     use vhdx_core::ops::merge::FlattenOptions;
-    use vhdx_core::DiskType;
-    let disk_type = match disk_type {
-        "dynamic" => DiskType::Dynamic,
-        "fixed" => DiskType::Fixed,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "type must be \"dynamic\" or \"fixed\", not {other:?}"
-            )))
-        }
-    };
+    let disk_type = parse_disk_type(disk_type)?;
     let format = format.map(|f| parse_format(f, "format")).transpose()?;
     let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
     let flat = FlattenOptions {
@@ -726,13 +721,7 @@ fn create_disk(
     // "fixed" is refused by the core with a typed error.
     match (disk_type, parent.is_some()) {
         ("dynamic" | "differencing", true) => {}
-        ("dynamic", false) => opts = opts.disk_type(vhdx_core::DiskType::Dynamic),
-        ("fixed", _) => opts = opts.disk_type(vhdx_core::DiskType::Fixed),
-        (other, _) => {
-            return Err(PyValueError::new_err(format!(
-                "type must be \"dynamic\" or \"fixed\", not {other:?}"
-            )))
-        }
+        (t, _) => opts = opts.disk_type(parse_disk_type(t)?),
     }
     match format {
         None => {}
