@@ -172,16 +172,7 @@ pub fn make_qemu_image(
     seed: u64,
 ) -> PathBuf {
     let p = dir.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        fmt,
-        "-o",
-        opts,
-        p.to_str().unwrap(),
-        size,
-    ]);
+    qemu_create(&p, fmt, opts, size);
     let total = qemu_virtual_size(&p, fmt);
     let mut rng = Rng(seed);
     let mut cmds = Vec::new();
@@ -309,4 +300,18 @@ pub fn start_test_child(
 /// The rest of a child's output, as lines.
 pub fn rest_lines(out: ChildOut) -> Vec<String> {
     std::io::BufRead::lines(out).map_while(|l| l.ok()).collect()
+}
+
+/// `qemu-img create -q -f FMT -o OPTS PATH SIZE`.
+pub fn qemu_create(path: &Path, fmt: &str, opts: &str, size: &str) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        fmt,
+        "-o",
+        opts,
+        path.to_str().unwrap(),
+        size,
+    ]);
 }

@@ -19,22 +19,9 @@ const MIB: u64 = 1 << 20;
 /// then trimmed by us. Returns the image, its expected content, and the number of blocks
 /// holding non-zero data.
 fn mixed(dir: &Path, fmt: &str) -> (PathBuf, Vec<u8>, u64) {
-    let (name, opts, bs) = if fmt == "vhdx" {
-        ("m.vhdx", "block_size=1M,block_state_zero=off", MIB)
-    } else {
-        ("m.vhd", "subformat=dynamic,force_size=on", 2 * MIB)
-    };
-    let p = dir.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        fmt,
-        "-o",
-        opts,
-        p.to_str().unwrap(),
-        "64M",
-    ]);
+    let (opts, bs) = kind(fmt);
+    let p = dir.join(format!("m.{fmt}"));
+    qemu_create(&p, fmt, opts, "64M");
     qemu_io(&[
         "-f",
         fmt,
@@ -66,24 +53,20 @@ fn mixed(dir: &Path, fmt: &str) -> (PathBuf, Vec<u8>, u64) {
     (p, want, live)
 }
 
+/// The qemu-img options of the test disks of `fmt` and their block size.
+fn kind(fmt: &str) -> (&'static str, u64) {
+    if fmt == "vhdx" {
+        ("block_size=1M,block_state_zero=off", MIB)
+    } else {
+        ("subformat=dynamic,force_size=on", 2 * MIB)
+    }
+}
+
 /// The length of a freshly created empty image of the same kind: the fixed overhead.
 fn overhead(dir: &Path, fmt: &str) -> u64 {
-    let (name, opts) = if fmt == "vhdx" {
-        ("e.vhdx", "block_size=1M,block_state_zero=off")
-    } else {
-        ("e.vhd", "subformat=dynamic,force_size=on")
-    };
-    let p = dir.join(name);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        fmt,
-        "-o",
-        opts,
-        p.to_str().unwrap(),
-        "64M",
-    ]);
+    let p = dir.join(format!("e.{fmt}"));
+    let opts = kind(fmt).0;
+    qemu_create(&p, fmt, opts, "64M");
     std::fs::metadata(&p).unwrap().len()
 }
 

@@ -726,16 +726,7 @@ fn trim_frees_whole_blocks_and_hides_the_parent() {
         ("t.vhd", "vpc", "subformat=dynamic,force_size=on"),
     ] {
         let p = dir.path().join(name);
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            fmt,
-            "-o",
-            opts,
-            p.to_str().unwrap(),
-            "32M",
-        ]);
+        qemu_create(&p, fmt, opts, "32M");
         qemu_io(&["-f", fmt, "-c", "write -P 0x61 0 16M", p.to_str().unwrap()]);
         let (data0, host0) = (qemu_data_bytes(&p, fmt), allocated(&p));
         let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
