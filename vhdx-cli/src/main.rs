@@ -16,6 +16,8 @@ use std::process::ExitCode;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: a check found corruption.
 pub const EXIT_CORRUPT: u8 = 1;
+/// Exit status: `compare` found the disks different (the same value as [`EXIT_CORRUPT`]).
+pub const EXIT_DIFFERENT: u8 = 1;
 /// Exit status: the input could not be used (unreadable, not a disk, bad arguments).
 pub const EXIT_UNUSABLE: u8 = 2;
 
@@ -25,6 +27,10 @@ pub const EXIT_UNUSABLE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "vhdx", version, about, long_about = None, max_term_width = 100)]
 struct Cli {
+    /// Print no human report and no progress line (errors, and --json output, still appear).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -53,10 +59,13 @@ enum Command {
     SetParent(cmd::set_parent::SetParentArgs),
     /// Change the virtual size: grow any disk, shrink when no data lies past the new end.
     Resize(cmd::resize::ResizeArgs),
+    /// Whether two disks read the same; exit 1 and the first differing offset when not.
+    Compare(cmd::compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_quiet(cli.quiet);
     let result = match &cli.command {
         Command::Info(a) => cmd::info::run(a),
         Command::Check(a) => cmd::check::run(a),
@@ -69,6 +78,7 @@ fn main() -> ExitCode {
         Command::Flatten(a) => cmd::flatten::run(a),
         Command::SetParent(a) => cmd::set_parent::run(a),
         Command::Resize(a) => cmd::resize::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,9 +6,41 @@
 
 use serde::Serialize;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Sizes with binary suffixes, the same the library writes in its messages.
 pub use vhdx_core::bytes::{human_size as size, human_size_exact as size_exact};
+
+/// Whether `--quiet` was given: no human report on standard output and no progress line
+/// (errors, and JSON asked for with `--json`, are still printed).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Records `--quiet` (called once, by `main`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Prints a command's report on standard output: `value` as JSON with `--json`, else the
+/// human form `human` writes, which `--quiet` leaves out.
+pub fn emit<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        print_json(&mut out, value)?;
+    } else if !quiet() {
+        human(&mut out)?;
+    }
+    out.flush()
+}
 
 /// Prints `value` as pretty JSON followed by a newline.
 pub fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io::Result<()> {

@@ -1,9 +1,9 @@
 //! A one-line progress bar on standard error for long operations (convert, compact,
 //! merge, flatten, resize): percentage, bar, bytes done of total, rate and time left, redrawn in
 //! place with `\r` at most ten times a second. It is drawn only when standard error is a
-//! terminal, so scripts and logs never see it.
+//! terminal (and `--quiet` was not given), so scripts and logs never see it.
 
-use crate::output::size;
+use crate::output::{quiet, size};
 use std::cell::Cell;
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -23,9 +23,9 @@ pub struct Progress {
 
 impl Progress {
     /// A progress line labelled `label` (`"converting"`), or `None` when standard error is
-    /// not a terminal.
+    /// not a terminal or `--quiet` was given.
     pub fn on_terminal(label: &'static str) -> Option<Progress> {
-        io::stderr().is_terminal().then(|| Progress {
+        (io::stderr().is_terminal() && !quiet()).then(|| Progress {
             label,
             start: Instant::now(),
             last: Cell::new(None),

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod compact;
+pub mod compare;
 pub mod convert;
 pub mod create;
 pub mod flatten;

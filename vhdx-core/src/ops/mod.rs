@@ -1,5 +1,6 @@
 //! Operations written once against [`crate::VirtualDisk`] and [`crate::Disk`].
 
+pub mod compare;
 pub mod convert;
 pub mod info;
 pub mod map;
