@@ -12,6 +12,7 @@
 //!   [`disk::Layer`] (where each virtual range comes from).
 //! - [`chain`]: opening a disk with its parents ([`Disk`]), which implements [`VirtualDisk`].
 //! - [`ops`]: operations written once on the trait (`info`, `check`, `map`, `convert`).
+//! - [`guest`]: what the guest sees: partition tables, volumes and their file systems.
 //! - [`create`] and [`mod@write`]: new disks, and [`WritableDisk`] (`Disk::open_rw`) for writes
 //!   that a crash never turns into corruption (VHDX metadata goes through the log).
 //!
@@ -43,6 +44,7 @@ pub mod create;
 pub mod disk;
 pub mod error;
 pub mod format;
+pub mod guest;
 pub mod image;
 pub mod ops;
 pub mod raw;
