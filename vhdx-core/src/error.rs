@@ -87,6 +87,8 @@ struct Inner {
     found: Option<String>,
     #[source]
     source: Option<io::Error>,
+    /// The `errno` of an I/O failure reported without its source (see [`Error::os_code`]).
+    errno: Option<i32>,
 }
 
 impl Error {
@@ -101,6 +103,7 @@ impl Error {
             expected: None,
             found: None,
             source: None,
+            errno: None,
         }))
     }
 
@@ -211,6 +214,24 @@ impl Error {
     /// The bare message, without context.
     pub fn message(&self) -> &str {
         &self.0.message
+    }
+
+    /// The operating system's error number (`errno`) of the I/O failure behind the error,
+    /// when there is one (so bindings can raise the fitting `FileNotFoundError` or
+    /// `PermissionError`).
+    pub fn os_error(&self) -> Option<i32> {
+        self.0
+            .source
+            .as_ref()
+            .and_then(io::Error::raw_os_error)
+            .or(self.0.errno)
+    }
+
+    /// Records the `errno` of the I/O failure behind an error whose message replaces the
+    /// failure's own text (for example "no such file").
+    pub fn os_code(mut self, errno: Option<i32>) -> Self {
+        self.0.errno = errno;
+        self
     }
 
     /// What the format expected, when recorded.

@@ -6,8 +6,9 @@
 //! up to 64 KiB, which finish sooner than the GIL can be handed over).
 //! Errors become instances of the exception classes defined in `vhdx/errors.py` (chosen by
 //! the error's stable kind), so the class hierarchy lives in one place, in Python.
-//! Reports (`info`, `map`, `check`, `compact`, `convert`) cross the boundary as JSON text with
-//! the same fields as the CLI's `--json`; the Python layer turns them into dicts.
+//! Reports (`info`, `map`, `check`, and what the operations return) cross the boundary as
+//! JSON text with the same fields as the CLI's `--json`; the Python layer turns them into
+//! dicts.
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -39,6 +40,7 @@ fn to_py_err(py: Python<'_>, e: Error) -> PyErr {
             e.path().map(|p| p.to_path_buf()),
             e.structure_name(),
             e.file_offset(),
+            e.os_error(),
         ))?;
         Ok(PyErr::from_value(exc))
     };
@@ -492,7 +494,6 @@ fn compact(
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
-/// A format name from Python (`"vhdx"`, `"vhd"`, `"raw"`); `what` names the argument.
 /// The disk type a `type=` argument names (`"dynamic"` or `"fixed"`).
 fn parse_disk_type(name: &str) -> PyResult<vhdx_core::DiskType> {
     match name {
@@ -504,6 +505,7 @@ fn parse_disk_type(name: &str) -> PyResult<vhdx_core::DiskType> {
     }
 }
 
+/// A format name from Python (`"vhdx"`, `"vhd"`, `"raw"`); `what` names the argument.
 fn parse_format(name: &str, what: &str) -> PyResult<vhdx_core::Format> {
     match name {
         "vhdx" => Ok(vhdx_core::Format::Vhdx),
@@ -570,20 +572,10 @@ fn convert(
     open.format = input_format
         .map(|f| parse_format(f, "input_format"))
         .transpose()?;
-    let relay = progress.as_ref().map(Relay::new);
-    let stats = py.detach(|| {
-        let update = |done, total| {
-            if let Some(r) = &relay {
-                r.report(done, total);
-            }
-        };
-        let update = relay.is_some().then_some(&update as &dyn Fn(u64, u64));
+    let stats = with_progress(py, progress.as_ref(), |update| {
         let disk = convert::open_source(&src, &open)?;
         convert::convert(&disk, &out, &opts, update)
-    });
-    if let Some(e) = relay.and_then(Relay::into_error) {
-        return Err(e);
-    }
+    })?;
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
@@ -692,6 +684,43 @@ fn resize(
     json(&stats.map_err(|e| to_py_err(py, e))?)
 }
 
+/// Compares the disks at `a` and `b` (see `vhdx_core::ops::compare`; each with its parents,
+/// or a raw file as in `convert`) and returns the JSON text of `Comparison`. `parents` name
+/// A's parents, `parents_b` B's. The GIL is released for the whole work;
+/// `progress(done, total)` is called as it advances.
+#[pyfunction]
+#[pyo3(signature = (a, b, strict = false, input_format = None, parents = Vec::new(), parents_b = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    py: Python<'_>,
+    a: PathBuf,
+    b: PathBuf,
+    strict: bool,
+    input_format: Option<&str>,
+    parents: Vec<PathBuf>,
+    parents_b: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    use vhdx_core::ops::compare::{compare, CompareOptions};
+    use vhdx_core::ops::convert::open_source;
+    let mut open_a = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
+    open_a.format = input_format
+        .map(|f| parse_format(f, "input_format"))
+        .transpose()?;
+    let open_b = OpenOptions {
+        parents: parents_b,
+        ..open_a.clone()
+    };
+    let result = with_progress(py, progress.as_ref(), |update| {
+        let disk_a = open_source(&a, &open_a)?;
+        let disk_b = open_source(&b, &open_b)?;
+        compare(&disk_a, &disk_b, &CompareOptions { strict }, update)
+    })?;
+    json(&result.map_err(|e| to_py_err(py, e))?)
+}
+
 /// How many of `n` bytes at `offset` lie inside a disk of `size` bytes.
 fn clamp(size: u64, offset: u64, n: u64) -> usize {
     // Bounded by `n`, which came from a usize.
@@ -763,6 +792,7 @@ fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(set_parent, m)?)?;
     m.add_function(wrap_pyfunction!(resize, m)?)?;
+    m.add_function(wrap_pyfunction!(compare, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -48,11 +50,62 @@ def test_not_a_disk(tmp_path: Path) -> None:
     assert "not a VHDX or VHD image" in str(e)
 
 
-def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError) as info:
-        vhdx.open(tmp_path / "missing.vhdx")
-    assert isinstance(info.value, vhdx.VhdxIOError)
-    assert info.value.kind == "io"
+def test_missing_file_is_a_file_not_found_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.vhdx"
+    with pytest.raises(FileNotFoundError) as info:
+        vhdx.open(missing)
+    e = info.value
+    assert isinstance(e, vhdx.VhdxFileNotFoundError)
+    assert isinstance(e, vhdx.VhdxIOError) and isinstance(e, vhdx.VhdxError)
+    assert e.kind == "io"
+    assert e.errno == errno.ENOENT
+    assert e.filename == e.path == str(missing)
+    assert str(e) == f"{missing}: no such file"
+    # The functions that open files raise it too.
+    for call in (
+        lambda: vhdx.compact(missing),
+        lambda: vhdx.compare(missing, missing),
+        lambda: vhdx.convert(missing, tmp_path / "out.raw"),
+        lambda: vhdx.resize(missing, 1 << 20),
+    ):
+        with pytest.raises(FileNotFoundError):
+            call()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root opens any file")
+def test_unreadable_file_is_a_permission_error(make_vhdx: MakeImage) -> None:
+    img = make_vhdx(writes=[])
+    img.chmod(0)
+    with pytest.raises(PermissionError) as info:
+        vhdx.open(img)
+    assert isinstance(info.value, vhdx.VhdxPermissionError)
+    assert info.value.errno == errno.EACCES
+
+
+def test_every_class_derives_a_builtin() -> None:
+    """Code that knows nothing of this package catches each error by a built-in."""
+    builtins = {
+        vhdx.CorruptImageError: ValueError,
+        vhdx.NotADiskError: ValueError,
+        vhdx.UnsupportedError: NotImplementedError,
+        vhdx.ParentNotFoundError: FileNotFoundError,
+        vhdx.LinkageMismatchError: ValueError,
+        vhdx.ChainLoopError: ValueError,
+        vhdx.InvalidArgumentError: ValueError,
+        vhdx.InUseError: BlockingIOError,
+        vhdx.PolicyRefusedError: PermissionError,
+        vhdx.VhdxIOError: OSError,
+        vhdx.VhdxFileNotFoundError: FileNotFoundError,
+        vhdx.VhdxPermissionError: PermissionError,
+    }
+    for cls, builtin in builtins.items():
+        assert issubclass(cls, vhdx.VhdxError) and issubclass(cls, builtin), cls
+        e = cls("message", path="/x.vhdx", structure="s", offset=5)
+        assert (str(e), e.path, e.structure, e.offset) == ("message", "/x.vhdx", "s", 5)
+        if isinstance(e, OSError):
+            assert e.filename == "/x.vhdx"
+    assert set(vhdx.errors.__all__) == {c.__name__ for c in builtins} | {"VhdxError"}
+    assert set(vhdx.errors.__all__) <= set(vhdx.__all__)
 
 
 def test_damaged_region_tables_are_corruption(make_vhdx: MakeImage) -> None:

@@ -198,12 +198,12 @@ fn open_storage(path: &Path, backend: Backend) -> Result<Arc<dyn Storage>> {
         Backend::Mmap => MmapStorage::open(path).map(|s| Arc::new(s) as Arc<dyn Storage>),
     };
     r.map_err(|e| {
-        let kind = e.kind();
-        let mut err = Error::io(e, "cannot open the file").in_file(path);
-        if kind == std::io::ErrorKind::NotFound {
-            err = Error::new(ErrorKind::Io, "no such file").in_file(path);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Error::new(ErrorKind::Io, "no such file")
+                .os_code(e.raw_os_error())
+                .in_file(path);
         }
-        err
+        Error::io(e, "cannot open the file").in_file(path)
     })
 }
 

@@ -9,6 +9,7 @@
 >>> vhdx.compact("disk.vhdx")["bytes_reclaimed"]   # doctest: +SKIP
 >>> vhdx.convert("disk.vhdx", "azure.vhd", azure=True)["size"]   # doctest: +SKIP
 >>> vhdx.merge("checkpoint.avhdx")["ancestor"]   # doctest: +SKIP
+>>> vhdx.compare("disk.vhdx", "copy.vhd")["identical"]   # doctest: +SKIP
 
 Differencing disks open with their whole parent chain (located through the locators, or
 given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
@@ -24,6 +25,7 @@ from typing import Any, Callable, Literal, Optional, Sequence, Union
 from ._disk import Disk
 from ._vhdx import NativeDisk, __version__, create_disk
 from ._vhdx import compact as _compact
+from ._vhdx import compare as _compare
 from ._vhdx import convert as _convert
 from ._vhdx import flatten as _flatten
 from ._vhdx import merge as _merge
@@ -40,7 +42,9 @@ from .errors import (
     PolicyRefusedError,
     UnsupportedError,
     VhdxError,
+    VhdxFileNotFoundError,
     VhdxIOError,
+    VhdxPermissionError,
 )
 
 __all__ = [
@@ -53,6 +57,7 @@ __all__ = [
     "flatten",
     "set_parent",
     "resize",
+    "compare",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -65,6 +70,8 @@ __all__ = [
     "InUseError",
     "PolicyRefusedError",
     "VhdxIOError",
+    "VhdxFileNotFoundError",
+    "VhdxPermissionError",
 ]
 
 _Path = Union[str, "os.PathLike[str]"]
@@ -505,3 +512,55 @@ def resize(
         _resize(os.fspath(path), size, to_minimum, _parent_list(parent), progress)
     )
     return stats
+
+
+def compare(
+    a: _Path,
+    b: _Path,
+    *,
+    strict: bool = False,
+    input_format: Optional[Literal["vhdx", "vhd", "raw"]] = None,
+    parent: _Parents = None,
+    parent_b: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+    progress: Optional[Callable[[int, int], object]] = None,
+) -> dict[str, Any]:
+    """Whether the disks ``a`` and ``b`` read the same, like ``vhdx compare`` and ``qemu-img
+    compare``; returns what was found. Nothing is written.
+
+    Each side is any disk :func:`open` reads (a differencing disk with its whole chain:
+    ``parent`` names ``a``'s parents, ``parent_b`` ``b``'s; ``parent_policy`` and
+    ``ignore_id_mismatch`` apply to both) or a raw image (``input_format="raw"`` for both,
+    or a name ending in ``.raw``, ``.img`` or ``.bin``). Ranges both disks hold no data in
+    are not read. Disks of different sizes compare over the size they share, and the extra
+    part of the larger one must read as zeros; with ``strict=True`` a difference in size
+    makes them different by itself.
+
+    The work runs with the GIL released; ``progress(done, total)`` is called as it advances
+    (bytes of the larger disk), at most about ten times a second. An exception raised by
+    ``progress`` stops the calls and is raised when the comparison has finished.
+
+    Returns the object ``vhdx compare --json`` prints: ``a``, ``b``, ``identical``,
+    ``first_difference`` (the offset of the first 512-byte sector that differs, as
+    ``qemu-img compare`` reports it; None when identical or when only the sizes differ under
+    ``strict``), ``size_a``, ``size_b``, ``size_mismatch``, ``bytes_compared``,
+    ``bytes_skipped`` and ``seconds``. A disk that cannot be read raises the matching
+    :class:`VhdxError`; it is never reported as a difference.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
+    result: dict[str, Any] = json.loads(
+        _compare(
+            os.fspath(a),
+            os.fspath(b),
+            strict,
+            input_format,
+            _parent_list(parent),
+            _parent_list(parent_b),
+            parent_policy,
+            ignore_id_mismatch,
+            progress,
+        )
+    )
+    return {"a": os.fspath(a), "b": os.fspath(b), **result}

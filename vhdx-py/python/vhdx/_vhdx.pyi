@@ -9,6 +9,7 @@ __all__ = [
     "NativeDisk",
     "__version__",
     "compact",
+    "compare",
     "convert",
     "create_disk",
     "flatten",
@@ -121,5 +122,17 @@ def resize(
     size: int | None = ...,
     to_minimum: bool = ...,
     parents: Sequence[_Path] = ...,
+    progress: Callable[[int, int], object] | None = ...,
+) -> str: ...
+
+def compare(
+    a: _Path,
+    b: _Path,
+    strict: bool = ...,
+    input_format: str | None = ...,
+    parents: Sequence[_Path] = ...,
+    parents_b: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
     progress: Callable[[int, int], object] | None = ...,
 ) -> str: ...

@@ -1,15 +1,18 @@
 """Exceptions raised by :mod:`vhdx`.
 
 Every exception derives from :class:`VhdxError`; most also derive from the built-in that
-fits (``ValueError`` for a corrupt image, ``FileNotFoundError`` for a missing parent,
-``OSError`` for I/O, ``BlockingIOError`` for a disk in use), so code that knows nothing of
-this package still catches them. Each carries the stable ``kind`` of the underlying error
+fits (``ValueError`` for a corrupt image, ``FileNotFoundError`` for a missing parent or
+file, ``PermissionError`` for a file the caller may not open or a path the parent policy
+refuses, ``OSError`` for other I/O failures, ``BlockingIOError`` for a disk in use), so code
+that knows nothing of this package still catches them. I/O errors carry ``errno`` and
+``filename`` like any ``OSError``. Each carries the stable ``kind`` of the underlying error
 and, when known, the file (``path``), the on-disk ``structure`` and the file ``offset``
 concerned.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Optional
 
@@ -25,6 +28,8 @@ __all__ = [
     "InUseError",
     "PolicyRefusedError",
     "VhdxIOError",
+    "VhdxFileNotFoundError",
+    "VhdxPermissionError",
 ]
 
 
@@ -52,6 +57,10 @@ class VhdxError(Exception):
         self.structure: Optional[str] = structure
         #: The byte offset in the file concerned, when known.
         self.offset: Optional[int] = offset
+
+        if isinstance(self, OSError):
+            # OSError's own attribute (set through setattr: VhdxError does not declare it).
+            setattr(self, "filename", path)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else self.kind
@@ -119,9 +128,17 @@ class PolicyRefusedError(VhdxError, PermissionError):
 
 
 class VhdxIOError(VhdxError, OSError):
-    """The operating system failed an I/O request."""
+    """The operating system failed an I/O request (``errno`` says how, when known)."""
 
     kind = "io"
+
+
+class VhdxFileNotFoundError(VhdxIOError, FileNotFoundError):
+    """An image file does not exist (``errno.ENOENT``)."""
+
+
+class VhdxPermissionError(VhdxIOError, PermissionError):
+    """The operating system refused access to an image file (``errno.EACCES``/``EPERM``)."""
 
 
 _BY_KIND = {
@@ -141,19 +158,34 @@ _BY_KIND = {
 }
 
 
+#: I/O failures with a more precise built-in, by ``errno``.
+_IO_BY_ERRNO: dict[int, type[VhdxIOError]] = {
+    errno.ENOENT: VhdxFileNotFoundError,
+    errno.EACCES: VhdxPermissionError,
+    errno.EPERM: VhdxPermissionError,
+}
+
+
 def _from_native(
     kind: str,
     message: str,
     path: Optional[os.PathLike[str]],
     structure: Optional[str],
     offset: Optional[int],
+    os_errno: Optional[int] = None,
 ) -> VhdxError:
     """Builds the exception for an error of ``kind`` (called by the native module)."""
     cls = _BY_KIND.get(kind, VhdxError)
-    return cls(
+    if cls is VhdxIOError and os_errno is not None:
+        cls = _IO_BY_ERRNO.get(os_errno, VhdxIOError)
+    exc = cls(
         message,
         kind=kind,
         path=None if path is None else os.fspath(path),
         structure=structure,
         offset=offset,
     )
+    if isinstance(exc, OSError):
+        exc.errno = os_errno
+        exc.strerror = message
+    return exc
