@@ -5,6 +5,7 @@
 //! status the ROADMAP fixes: 0 success, 1 corruption found, 2 the input could not be used.
 //! Every failure is reported as one line, `vhdx: error: ...`, on standard error.
 
+mod batch;
 mod cmd;
 mod output;
 mod progress;

@@ -1,25 +1,32 @@
-//! `vhdx check FILE`: every structure of an image checked, findings listed by severity.
+//! `vhdx check FILE...`: every structure of an image checked, findings listed by severity.
 //! Exit 0 when nothing is corrupt (warnings are listed but keep 0), 1 when corruption is
 //! found (including an image too damaged to open), 2 when the file cannot be used at all
 //! (missing, unreadable, not a disk).
+//!
+//! Several FILEs are checked `--jobs N` at a time (see [`crate::batch`]) and reported in the
+//! order of the arguments; one that cannot be used is reported on standard error and the
+//! others are still checked; the exit status is the worst of them. `--json` prints the
+//! report object for one FILE, and an array of them for several (files that could not be
+//! used are not in it).
 //!
 //! `--repair` first replays a dirty VHDX log onto the file (the spec's recovery after a
 //! crash; safe to interrupt, since the log stays valid until the headers are rewritten at the
 //! end, so running it again finishes the job), then checks the result.
 
 use super::{ChainArgs, CliError};
-use crate::output::print_json;
+use crate::batch::{run_ordered, JobsArg};
+use crate::output::emit;
 use crate::{EXIT_CORRUPT, EXIT_OK};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vhdx_core::{CheckSummary, ErrorKind, Finding, Report, Severity};
 
 /// Arguments of `vhdx check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The image (VHDX or VHD).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// The images (VHDX or VHD); several are checked --jobs at a time.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -29,19 +36,67 @@ pub struct CheckArgs {
     #[arg(long)]
     pub repair: bool,
 
-    /// Print the report as JSON.
+    #[command(flatten)]
+    pub jobs: JobsArg,
+
+    /// Print the report as JSON (an array of reports for several FILEs).
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs `vhdx check`.
 pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
+    if let [file] = args.files.as_slice() {
+        let output = check_one(file, args)?;
+        emit(args.json, &output, |out| render(out, &output))?;
+        return Ok(status(&output));
+    }
+    let mut worst = EXIT_OK;
+    let mut reports = Vec::new();
+    let mut written: io::Result<()> = Ok(());
+    run_ordered(
+        &args.files,
+        args.jobs.jobs,
+        |file| check_one(file, args),
+        |_, result| match result {
+            Ok(output) => {
+                worst = worst.max(status(&output));
+                if args.json {
+                    reports.push(output);
+                } else if written.is_ok() {
+                    written = emit(false, &output, |out| render(out, &output));
+                }
+            }
+            Err(e) => {
+                worst = worst.max(e.code);
+                eprintln!("vhdx: error: {e}");
+            }
+        },
+    );
+    written?;
+    if args.json {
+        emit(true, &reports, |_| Ok(()))?;
+    }
+    Ok(worst)
+}
+
+/// The exit status of one report.
+fn status(output: &CheckSummary) -> u8 {
+    if output.corrupt {
+        EXIT_CORRUPT
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Checks one file (after the repair `--repair` asks for).
+fn check_one(file: &Path, args: &CheckArgs) -> Result<CheckSummary, CliError> {
     let repairs = if args.repair {
-        repair(&args.file)?
+        repair(file)?
     } else {
         Vec::new()
     };
-    let opened = vhdx_core::Disk::open_with(&args.file, &args.chain.open_options(false));
+    let opened = vhdx_core::Disk::open_with(file, &args.chain.open_options(false));
     let report = match opened {
         Ok(disk) => disk.check(),
         // An image too damaged to open is a finding of corruption, not an unusable input.
@@ -58,25 +113,13 @@ pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut output = CheckSummary::new(Some(args.file.display().to_string()), report);
+    let mut output = CheckSummary::new(Some(file.display().to_string()), report);
     output.repairs = repairs;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &output)?;
-    } else {
-        render(&mut out, &output)?;
-    }
-    out.flush()?;
-    Ok(if output.corrupt {
-        EXIT_CORRUPT
-    } else {
-        EXIT_OK
-    })
+    Ok(output)
 }
 
 /// Replays a dirty VHDX log onto the file; returns what was done.
-fn repair(path: &std::path::Path) -> Result<Vec<String>, CliError> {
+fn repair(path: &Path) -> Result<Vec<String>, CliError> {
     let storage = vhdx_core::storage::FileStorage::open(path)
         .map_err(|e| vhdx_core::Error::io(e, "cannot open the file").in_file(path))?;
     if vhdx_core::chain::detect_format(&storage)? != Some(vhdx_core::Format::Vhdx) {

@@ -5,10 +5,10 @@
 //! it was). `--dry-run` reports what would be reclaimed, changing nothing; without `--mode`
 //! it reports all three modes.
 //!
-//! Files are compacted one after another; a failure is reported on standard error, naming
-//! the file, and the others still run (exit 2 at the end). Each file is handled by
-//! [`compact_one`], which shares nothing with the others, so a later `--jobs N` can run it on
-//! several threads.
+//! Files are compacted `--jobs N` at a time (see [`crate::batch`]), each by [`compact_one`],
+//! which shares nothing with the others; results are printed in the order of the arguments.
+//! A failure is reported on standard error, naming the file, and the others still run (exit
+//! 2 at the end). The progress line is drawn only when one file is worked on at a time.
 //!
 //! `--json` prints one array, always (even for one file), with one object per file and mode
 //! in the order of the arguments: `path`, `output` (OUT or null) and the fields of
@@ -18,7 +18,8 @@
 //! that failed are not in it.
 
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size};
+use crate::batch::{run_ordered, JobsArg};
+use crate::output::{emit, size};
 use crate::progress::with_progress;
 use crate::{EXIT_OK, EXIT_UNUSABLE};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -31,7 +32,7 @@ use vhdx_core::{Disk, OpenOptions};
 /// Arguments of `vhdx compact`.
 #[derive(Debug, clap::Args)]
 pub struct CompactArgs {
-    /// The images (VHDX or VHD), compacted one after another.
+    /// The images (VHDX or VHD); several are compacted --jobs at a time.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
 
@@ -56,6 +57,9 @@ pub struct CompactArgs {
 
     #[command(flatten)]
     pub chain: ChainArgs,
+
+    #[command(flatten)]
+    pub jobs: JobsArg,
 
     /// Print the results as JSON: an array with one object per file and mode.
     #[arg(long)]
@@ -84,29 +88,31 @@ pub fn run(args: &CompactArgs) -> Result<u8, CliError> {
     validate(args)?;
     let modes = modes(args);
     let opts = args.chain.open_options(true);
-    let stdout = io::stdout();
+    // One progress line at a time: drawn only when the files run one by one.
+    let bar = args.jobs.jobs == 1 || args.files.len() == 1;
     let mut reports = Vec::new();
     let mut failed = false;
-    for file in &args.files {
-        match compact_one(file, args.output.as_deref(), &modes, args, &opts) {
+    let mut written: io::Result<()> = Ok(());
+    run_ordered(
+        &args.files,
+        args.jobs.jobs,
+        |file| compact_one(file, args.output.as_deref(), &modes, args, &opts, bar),
+        |file, result| match result {
             Ok(rs) if args.json => reports.extend(rs),
             Ok(rs) => {
-                let mut out = stdout.lock();
-                for r in &rs {
-                    render(&mut out, r)?;
+                if written.is_ok() {
+                    written = emit(false, &rs, |out| rs.iter().try_for_each(|r| render(out, r)));
                 }
-                out.flush()?;
             }
             Err(e) => {
                 failed = true;
                 eprintln!("vhdx: error: {}", named(file, e));
             }
-        }
-    }
+        },
+    );
+    written?;
     if args.json {
-        let mut out = stdout.lock();
-        print_json(&mut out, &reports)?;
-        out.flush()?;
+        emit(true, &reports, |_| Ok(()))?;
     }
     Ok(if failed { EXIT_UNUSABLE } else { EXIT_OK })
 }
@@ -163,13 +169,15 @@ fn modes(args: &CompactArgs) -> Vec<CompactMode> {
 }
 
 /// Compacts (or, for a dry run, measures) one file in every mode of `modes` (a real run
-/// takes exactly one), in place or into `output`. Independent of every other file.
+/// takes exactly one), in place or into `output`, with a progress line when `bar` (and
+/// standard error is a terminal). Independent of every other file.
 pub fn compact_one(
     file: &Path,
     output: Option<&Path>,
     modes: &[CompactMode],
     args: &CompactArgs,
     opts: &OpenOptions,
+    bar: bool,
 ) -> Result<Vec<CompactReport>, vhdx_core::Error> {
     let report = |stats| CompactReport {
         path: file.display().to_string(),
@@ -186,7 +194,7 @@ pub fn compact_one(
         return Ok(stats.into_iter().map(report).collect());
     }
     let mode = modes[0];
-    let stats = with_progress("compacting", |progress| match output {
+    let work = |progress: Option<&dyn Fn(u64, u64)>| match output {
         Some(out) => compact_copy(file, out, mode, args.force, opts, progress),
         None => Disk::open_rw(file, opts).and_then(|disk| {
             let stats = disk.compact(mode, progress);
@@ -194,7 +202,12 @@ pub fn compact_one(
             let stats = stats?;
             closed.map(|()| stats)
         }),
-    });
+    };
+    let stats = if bar {
+        with_progress("compacting", work)
+    } else {
+        work(None)
+    };
     Ok(vec![report(stats?)])
 }
 
