@@ -19,6 +19,7 @@
 //! # Ok::<(), vhdx_core::Error>(())
 //! ```
 
+pub mod freespace;
 pub mod gpt;
 pub mod mbr;
 pub mod partition;

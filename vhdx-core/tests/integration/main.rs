@@ -7,6 +7,7 @@ mod compact;
 mod convert;
 mod crash;
 mod create;
+mod fscompact;
 mod locking;
 mod merge;
 mod mutate;

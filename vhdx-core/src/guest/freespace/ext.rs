@@ -258,7 +258,10 @@ pub(super) fn free_ranges(vol: &VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Hal
             let mut free = 0;
             bit_runs(&bitmap[..len], clusters as usize, |s, l| {
                 free += l as u64;
-                runs.push((first + s as u64 * g.cluster_blocks, l as u64 * g.cluster_blocks));
+                runs.push((
+                    first + s as u64 * g.cluster_blocks,
+                    l as u64 * g.cluster_blocks,
+                ));
             });
             if free != grp.free_clusters {
                 return Err(inconsistent(format!(
@@ -365,7 +368,10 @@ fn geometry(sb: &[u8], volume_len: u64) -> Result<Geometry, Halt> {
         if sb[S_CHECKSUM_TYPE] != 1 {
             return Err(skip(
                 SkipKind::UnsupportedFeature,
-                format!("checksum type {} (only 1, CRC-32C, is known)", sb[S_CHECKSUM_TYPE]),
+                format!(
+                    "checksum type {} (only 1, CRC-32C, is known)",
+                    sb[S_CHECKSUM_TYPE]
+                ),
             ));
         }
         let want = u32_at(sb, S_CHECKSUM);
@@ -814,7 +820,9 @@ mod tests {
     #[test]
     fn clear_bit_runs() {
         let mut runs = Vec::new();
-        bit_runs(&[0b1111_0001, 0x00, 0xFF, 0x7F], 32, |s, l| runs.push((s, l)));
+        bit_runs(&[0b1111_0001, 0x00, 0xFF, 0x7F], 32, |s, l| {
+            runs.push((s, l))
+        });
         assert_eq!(runs, vec![(1, 3), (8, 8), (31, 1)]);
         runs.clear();
         bit_runs(&[0x00, 0x00], 12, |s, l| runs.push((s, l)));
@@ -844,7 +852,8 @@ mod tests {
             b[S_BLOCKS_PER_GROUP..S_BLOCKS_PER_GROUP + 4].copy_from_slice(&32768u32.to_le_bytes());
             b[S_CLUSTERS_PER_GROUP..S_CLUSTERS_PER_GROUP + 4]
                 .copy_from_slice(&32768u32.to_le_bytes());
-            b[S_BLOCKS_COUNT_LO..S_BLOCKS_COUNT_LO + 4].copy_from_slice(&(1u32 << 20).to_le_bytes());
+            b[S_BLOCKS_COUNT_LO..S_BLOCKS_COUNT_LO + 4]
+                .copy_from_slice(&(1u32 << 20).to_le_bytes());
             b[S_INODE_SIZE] = 0; // 256
             b[S_INODE_SIZE + 1] = 1;
             b[S_INODES_PER_GROUP..S_INODES_PER_GROUP + 4].copy_from_slice(&8192u32.to_le_bytes());

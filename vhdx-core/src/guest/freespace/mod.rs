@@ -225,7 +225,8 @@ impl FreeMap {
         let vols = &layout.volumes;
         for (i, v) in vols.iter().enumerate() {
             let clash = vols.iter().enumerate().find(|&(j, w)| {
-                j != i && v.offset < w.offset.saturating_add(w.length)
+                j != i
+                    && v.offset < w.offset.saturating_add(w.length)
                     && w.offset < v.offset.saturating_add(v.length)
             });
             let found = match clash {

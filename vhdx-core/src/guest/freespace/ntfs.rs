@@ -1,0 +1,267 @@
+//! Free space of an NTFS volume, from `$Bitmap` (file record 6), read through the `ntfs`
+//! crate over a [`VolumeReader`]: bit `n` set means cluster `n` is in use.
+//!
+//! Before the bitmap is trusted:
+//! - the boot sector must describe a volume that fits the partition (the crate validates
+//!   the BIOS parameter block; the cluster size comes from it);
+//! - `$Volume`'s `$VOLUME_INFORMATION` must not carry the dirty or chkdsk-underway flags;
+//! - `$LogFile` must be empty (all `0xFF`, as mkntfs and ntfs-3g leave it) or its newest
+//!   restart area must say the volume is clean (no client in use, or the clean flag): a log
+//!   with unfinished transactions (a crash, Windows fast startup or hibernation) may hold
+//!   allocations `$Bitmap` does not show yet;
+//! - `$Bitmap`'s data must be resident or plain non-resident (not spread by an attribute
+//!   list, not compressed, not sparse), long enough for every cluster, and initialized that
+//!   far (the crate reads bytes past the valid data length as zeros, which would look free);
+//! - cluster 0 (the boot sector) and the first cluster of the `$MFT` must be in use.
+//!
+//! Clusters past the last whole cluster of the volume (the backup boot sector lives there)
+//! are never free. The bitmap is read one cluster at a time.
+
+use super::{ext::bit_runs, push_range, Halt, Skip, SkipKind};
+use crate::error::Error;
+use crate::guest::window::VolumeReader;
+use ::ntfs::attribute_value::NtfsAttributeValue;
+use ::ntfs::structured_values::NtfsVolumeFlags;
+use ::ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsAttributeFlags, NtfsError};
+use std::io::{Read, Seek, SeekFrom};
+
+fn inconsistent(reason: impl Into<String>) -> Halt {
+    Halt::Skip(Skip::new(SkipKind::Inconsistent, reason))
+}
+
+/// An error of the `ntfs` crate as a halt: our own read errors come back as they were (a
+/// disk that cannot be read stops everything; a read outside the volume is an
+/// inconsistency); the crate's findings make the volume inconsistent.
+fn halt(what: &str, e: NtfsError) -> Halt {
+    if let NtfsError::Io(io) = e {
+        let text = io.to_string();
+        return match io.into_inner().map(|b| b.downcast::<Error>()) {
+            Some(Ok(ours)) => Halt::from(*ours),
+            _ => inconsistent(format!("{what}: {text}")),
+        };
+    }
+    inconsistent(format!("{what}: {e}"))
+}
+
+/// The free byte ranges of the NTFS volume in `vol`, relative to the volume, sorted and
+/// merged (see the module documentation). The `ntfs` crate is not promised to be free of
+/// panics on hostile input: a panic inside it skips the volume.
+pub(super) fn free_ranges(vol: &VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Halt> {
+    let v = *vol;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || read(v))) {
+        Ok(r) => r,
+        Err(_) => Err(inconsistent("the NTFS reader gave up on this volume")),
+    }
+}
+
+fn read(vol: VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Halt> {
+    let mut r = vol;
+    let fs = Ntfs::new(&mut r).map_err(|e| halt("boot sector", e))?;
+    let cluster = u64::from(fs.cluster_size());
+    if fs.size() > vol.len() {
+        return Err(inconsistent(format!(
+            "the file system ({} bytes) is larger than its volume ({} bytes)",
+            fs.size(),
+            vol.len()
+        )));
+    }
+    let clusters = fs.size() / cluster;
+    let info = fs.volume_info(&mut r).map_err(|e| halt("$Volume", e))?;
+    let flags = info.flags();
+    if flags.intersects(NtfsVolumeFlags::IS_DIRTY | NtfsVolumeFlags::CHKDSK_UNDERWAY) {
+        return Err(Halt::Skip(Skip::new(
+            SkipKind::Dirty,
+            format!("the volume is marked dirty (flags {flags}): chkdsk has to run first"),
+        )));
+    }
+    check_log(&fs, &mut r)?;
+
+    let bitmap = fs
+        .file(&mut r, KnownNtfsFileRecordNumber::Bitmap as u64)
+        .map_err(|e| halt("$Bitmap", e))?;
+    let item = match bitmap.data(&mut r, "") {
+        Some(i) => i.map_err(|e| halt("$Bitmap", e))?,
+        None => return Err(inconsistent("$Bitmap has no data")),
+    };
+    let attr = item.to_attribute().map_err(|e| halt("$Bitmap", e))?;
+    if attr
+        .flags()
+        .intersects(NtfsAttributeFlags::COMPRESSED | NtfsAttributeFlags::SPARSE)
+    {
+        return Err(inconsistent("$Bitmap is compressed or sparse"));
+    }
+    let need = clusters.div_ceil(8);
+    let value = attr.value(&mut r).map_err(|e| halt("$Bitmap", e))?;
+    let initialized = match &value {
+        NtfsAttributeValue::Resident(_) => value.len(),
+        NtfsAttributeValue::NonResident(_) => {
+            let record = bitmap.position().value().map_or(0, |p| p.get());
+            let at = attr.position().value().map_or(0, |p| p.get());
+            initialized_size(&vol, record, fs.file_record_size(), at)?
+        }
+        NtfsAttributeValue::AttributeListNonResident(_) => {
+            return Err(Halt::Skip(Skip::new(
+                SkipKind::UnsupportedFeature,
+                "$Bitmap is spread over several file records",
+            )))
+        }
+    };
+    if value.len() < need || initialized < need {
+        return Err(inconsistent(format!(
+            "$Bitmap holds {} bytes ({initialized} initialized) for {clusters} clusters",
+            value.len()
+        )));
+    }
+    let non_resident = matches!(value, NtfsAttributeValue::NonResident(_));
+    let mut data = value.attach(&mut r);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; cluster as usize];
+    let mut first_byte = 0u64;
+    let mut mft_cluster_used = false;
+    let mft_cluster = fs.mft_position().value().map_or(0, |p| p.get()) / cluster;
+    while first_byte < need {
+        let n = (need - first_byte).min(cluster) as usize;
+        data.seek(SeekFrom::Start(first_byte))
+            .map_err(|e| halt("$Bitmap", NtfsError::Io(e)))?;
+        if non_resident && data.data_position().value().is_none() {
+            return Err(inconsistent("$Bitmap has a hole"));
+        }
+        data.read_exact(&mut buf[..n])
+            .map_err(|e| halt("$Bitmap", NtfsError::Io(e)))?;
+        let base = first_byte * 8;
+        if first_byte == 0 && buf[0] & 1 == 0 {
+            return Err(inconsistent("$Bitmap calls the boot sector's cluster free"));
+        }
+        if (base..base + n as u64 * 8).contains(&mft_cluster) {
+            let i = (mft_cluster - base) as usize;
+            mft_cluster_used = buf[i / 8] >> (i % 8) & 1 == 1;
+        }
+        let bits = (clusters - base).min(n as u64 * 8) as usize;
+        bit_runs(&buf[..n], bits, |s, l| {
+            push_range(&mut out, (base + s as u64) * cluster, l as u64 * cluster);
+        });
+        first_byte += n as u64;
+    }
+    if !mft_cluster_used {
+        return Err(inconsistent(
+            "$Bitmap calls the first cluster of the $MFT free",
+        ));
+    }
+    Ok(out)
+}
+
+/// The initialized size of the non-resident attribute at absolute position `attr` inside
+/// the file record at `record` (`size` bytes), read from the record after its update
+/// sequence fixups.
+fn initialized_size(
+    vol: &VolumeReader<'_>,
+    record: u64,
+    size: u32,
+    attr: u64,
+) -> Result<u64, Halt> {
+    let mut rec = vec![0u8; size as usize];
+    vol.read_at(&mut rec, record)?;
+    if &rec[..4] != b"FILE" {
+        return Err(inconsistent("$Bitmap's file record has no FILE signature"));
+    }
+    let usa_ofs = usize::from(u16::from_le_bytes([rec[4], rec[5]]));
+    let usa_count = usize::from(u16::from_le_bytes([rec[6], rec[7]]));
+    if usa_count == 0 || usa_ofs + 2 * usa_count > rec.len() || (usa_count - 1) * 512 > rec.len() {
+        return Err(inconsistent(
+            "$Bitmap's file record has a bad update sequence",
+        ));
+    }
+    let usn = [rec[usa_ofs], rec[usa_ofs + 1]];
+    for i in 1..usa_count {
+        let end = i * 512;
+        if rec[end - 2..end] != usn {
+            return Err(inconsistent(
+                "$Bitmap's file record is torn (update sequence)",
+            ));
+        }
+        let fix = [rec[usa_ofs + 2 * i], rec[usa_ofs + 2 * i + 1]];
+        rec[end - 2..end].copy_from_slice(&fix);
+    }
+    let at = attr
+        .checked_sub(record)
+        .and_then(|o| usize::try_from(o).ok())
+        .filter(|&o| o + 0x40 <= rec.len())
+        .ok_or_else(|| inconsistent("$Bitmap's attribute lies outside its record"))?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&rec[at + 0x38..at + 0x40]);
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Refuses a volume whose `$LogFile` holds unfinished transactions (see the module
+/// documentation).
+fn check_log(fs: &Ntfs, r: &mut VolumeReader<'_>) -> Result<(), Halt> {
+    let log = fs
+        .file(r, KnownNtfsFileRecordNumber::LogFile as u64)
+        .map_err(|e| halt("$LogFile", e))?;
+    let item = match log.data(r, "") {
+        Some(i) => i.map_err(|e| halt("$LogFile", e))?,
+        None => return Err(inconsistent("$LogFile has no data")),
+    };
+    let attr = item.to_attribute().map_err(|e| halt("$LogFile", e))?;
+    let value = attr.value(r).map_err(|e| halt("$LogFile", e))?;
+    let len = value.len();
+    let mut data = value.attach(r);
+    let mut page = |at: u64, buf: &mut [u8]| -> Result<bool, Halt> {
+        if at + buf.len() as u64 > len {
+            return Ok(false);
+        }
+        data.seek(SeekFrom::Start(at))
+            .and_then(|_| data.read_exact(buf))
+            .map_err(|e| halt("$LogFile", NtfsError::Io(e)))?;
+        Ok(true)
+    };
+    let mut first = vec![0u8; 4096];
+    if !page(0, &mut first)? {
+        return Err(inconsistent("$LogFile is shorter than a page"));
+    }
+    if first.iter().all(|&b| b == 0xFF) {
+        return Ok(()); // empty: nothing to replay
+    }
+    let dirty = |why: &str| {
+        Halt::Skip(Skip::new(
+            SkipKind::Dirty,
+            format!(
+                "$LogFile {why}: Windows did not shut down cleanly (or hibernated, fast \
+                 startup)"
+            ),
+        ))
+    };
+    if &first[..4] == b"CHKD" {
+        return Err(dirty("was left by chkdsk"));
+    }
+    let page_size = u64::from(u32::from_le_bytes([
+        first[16], first[17], first[18], first[19],
+    ]));
+    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(inconsistent(format!("$LogFile page size {page_size}")));
+    }
+    let mut second = vec![0u8; page_size as usize];
+    let has_second = page(page_size, &mut second)?;
+    // (current LSN, clean) of each valid restart page; the newest decides.
+    let restart = |p: &[u8]| -> Option<(u64, bool)> {
+        if &p[..4] != b"RSTR" {
+            return None;
+        }
+        let ra = usize::from(u16::from_le_bytes([p[0x18], p[0x19]]));
+        let a = p.get(ra..ra + 0x10)?;
+        let lsn = u64::from_le_bytes(a[..8].try_into().ok()?);
+        let in_use = u16::from_le_bytes([a[0xC], a[0xD]]);
+        let flags = u16::from_le_bytes([a[0xE], a[0xF]]);
+        Some((lsn, in_use == 0xFFFF || flags & 0x2 != 0))
+    };
+    let newest = [Some(&first[..]), has_second.then_some(&second[..])]
+        .into_iter()
+        .flatten()
+        .filter_map(restart)
+        .max_by_key(|x| x.0);
+    match newest {
+        Some((_, true)) => Ok(()),
+        Some((_, false)) => Err(dirty("holds unfinished transactions")),
+        None => Err(inconsistent("$LogFile has no valid restart page")),
+    }
+}
