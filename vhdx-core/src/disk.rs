@@ -135,6 +135,16 @@ pub trait VirtualDisk: Send + Sync {
         }
         Ok(())
     }
+
+    /// The host file that holds the bytes of the image at chain depth `depth` at the
+    /// `file_offset`s [`Status::Data`] reports, when those bytes can be taken from it as they
+    /// are (no dirty log replayed in memory over them): bulk copies then run in the kernel
+    /// instead of through a buffer. `None` (the default) means "read through
+    /// [`read_at`](Self::read_at)".
+    fn host_file(&self, depth: u32) -> Option<&std::fs::File> {
+        let _ = depth;
+        None
+    }
 }
 
 impl<T: VirtualDisk + ?Sized> VirtualDisk for Arc<T> {
@@ -160,6 +170,9 @@ impl<T: VirtualDisk + ?Sized> VirtualDisk for Arc<T> {
         f: &mut dyn FnMut(Extent) -> Result<()>,
     ) -> Result<()> {
         (**self).visit_extents(offset, length, f)
+    }
+    fn host_file(&self, depth: u32) -> Option<&std::fs::File> {
+        (**self).host_file(depth)
     }
 }
 

@@ -727,4 +727,11 @@ impl VirtualDisk for Disk {
     ) -> Result<()> {
         layer_extents(self, offset, length, f)
     }
+    fn host_file(&self, depth: u32) -> Option<&std::fs::File> {
+        let mut disk = self;
+        for _ in 0..depth {
+            disk = disk.parent.as_deref()?;
+        }
+        disk.image.file().storage().as_file()
+    }
 }

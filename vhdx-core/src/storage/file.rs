@@ -62,7 +62,7 @@ impl FileStorage {
 }
 
 #[cfg(unix)]
-fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+pub(crate) fn pread_exact(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
 }
@@ -74,7 +74,7 @@ fn pwrite_all(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
 }
 
 #[cfg(windows)]
-fn pread_exact(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn pread_exact(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         match file.seek_read(buf, offset) {
@@ -156,6 +156,10 @@ impl Storage for FileStorage {
         super::sparse::next_data(&self.file, offset)
     }
 
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if buf.len() >= HOLE_AWARE_MIN {
             self.read_skipping_holes(buf, offset)
@@ -193,6 +197,11 @@ impl StorageMut for FileStorage {
     #[cfg(unix)]
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> io::Result<()> {
         super::sparse::copy_keeping_holes(&self.file, src, &self.file, dst, len)
+    }
+
+    #[cfg(unix)]
+    fn copy_from(&self, from: &File, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        super::sparse::copy_all(from, src, &self.file, dst, len)
     }
 }
 

@@ -2,10 +2,12 @@
 //! (and [`StorageMut`] for writes), so parsers never seek and never care whether the bytes
 //! come from a file, a memory map, a buffer in memory or an overlay holding a replayed log.
 //!
-//! Only the memory-map backend ([`MmapStorage`]), the `lseek` calls of [`sparse`] and the
-//! `fcntl` locks of [`lock`] contain `unsafe` code.
+//! Only the memory-map backend ([`MmapStorage`]), the `lseek` calls of [`sparse`], the
+//! `fcntl` locks of [`lock`] and the `fstatfs`/`ioctl` queries of [`hostfile`] contain
+//! `unsafe` code.
 
 mod file;
+pub mod hostfile;
 mod journal;
 pub mod lock;
 mod memory;
@@ -14,6 +16,7 @@ mod overlay;
 pub mod sparse;
 pub mod table;
 
+pub(crate) use file::pread_exact;
 pub use file::FileStorage;
 pub use journal::Journal;
 pub use memory::MemStorage;
@@ -39,6 +42,13 @@ pub trait Storage: Send + Sync + Debug {
     /// The whole file as one slice, when the backend holds it in memory (a memory map or a
     /// buffer). Parsers use it to read structures in place without copying.
     fn as_bytes(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// The host file this storage reads, when its bytes are the file's bytes as they are
+    /// (no overlay, no copy in memory): copies of large ranges may then run in the kernel
+    /// ([`StorageMut::copy_from`]) instead of through a buffer. `None` by default.
+    fn as_file(&self) -> Option<&std::fs::File> {
         None
     }
 
@@ -95,6 +105,22 @@ pub trait StorageMut: Storage {
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;
             self.read_exact_at(&mut buf[..n], src + done)?;
+            self.write_all_at(&buf[..n], dst + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the `len` bytes at `src` of the host file `from` at `dst` (extending the file
+    /// if needed). The default copies through memory in 8 MiB pieces; the file backend copies
+    /// in the kernel (`copy_file_range`), so the bytes never pass through user space. The
+    /// source range must lie inside `from` (`UnexpectedEof` otherwise).
+    fn copy_from(&self, from: &std::fs::File, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; len.min(8 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            pread_exact(from, &mut buf[..n], src + done)?;
             self.write_all_at(&buf[..n], dst + done)?;
             done += n as u64;
         }

@@ -148,6 +148,34 @@ pub fn copy_range(
     Ok(0)
 }
 
+/// Copies all `len` bytes from `src` in `from` to `dst` in `to`: in the kernel
+/// ([`copy_range`]) as far as it goes, the rest through memory in 8 MiB pieces. The source
+/// range must lie inside `from` (a read past its end fails with `UnexpectedEof`).
+#[cfg(unix)]
+pub fn copy_all(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < len {
+        let n = copy_range(from, src + done, to, dst + done, len - done)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    if done < len {
+        // Not supported here, or the source ended early: through memory (which reports a
+        // short source as `UnexpectedEof`).
+        let mut buf = vec![0u8; (len - done).min(8 << 20) as usize];
+        while done < len {
+            let k = (len - done).min(buf.len() as u64) as usize;
+            from.read_exact_at(&mut buf[..k], src + done)?;
+            to.write_all_at(&buf[..k], dst + done)?;
+            done += k as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Copies `[src, src + len)` of `from` to `dst` in `to` keeping holes: data ranges are
 /// copied (in the kernel where it can), holes of the source become holes (or zeros) at the
 /// destination, so a copy never takes more host space than its source.
@@ -180,22 +208,7 @@ pub fn copy_keeping_holes(
         let s = s.max(pos);
         let e = e.min(end);
         hole(dst + (pos - src), s - pos)?;
-        let mut at = s;
-        while at < e {
-            let n = copy_range(from, at, to, dst + (at - src), e - at)?;
-            if n == 0 {
-                // Not supported here: through memory.
-                let mut buf = vec![0u8; (e - at).min(8 << 20) as usize];
-                while at < e {
-                    let k = (e - at).min(buf.len() as u64) as usize;
-                    from.read_exact_at(&mut buf[..k], at)?;
-                    to.write_all_at(&buf[..k], dst + (at - src))?;
-                    at += k as u64;
-                }
-                break;
-            }
-            at += n;
-        }
+        copy_all(from, s, to, dst + (s - src), e - s)?;
         pos = e;
     }
     Ok(())

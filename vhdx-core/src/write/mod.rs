@@ -38,12 +38,13 @@
 
 pub mod compact;
 pub mod layout;
+mod payload;
 pub mod relink;
 pub mod resize;
 pub mod vhd;
 pub mod vhdx;
 
-pub use compact::{CompactMode, CompactStats};
+pub use compact::{CompactMode, CompactOptions, CompactStats};
 pub use relink::{set_parent, SetParentStats};
 pub use resize::{resize, resize_to_minimum, ResizeStats};
 
@@ -52,6 +53,7 @@ use crate::disk::{check_range, Extent, VirtualDisk};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::storage::{FileStorage, Journal, StorageMut};
+pub(crate) use payload::Payload;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -169,6 +171,37 @@ impl WritableDisk {
         })
     }
 
+    /// Writes the `len` bytes at `src` of the host file `from` at virtual `offset`, as
+    /// [`WritableDisk::write_at`] would write them after reading them, but copied in the
+    /// kernel where the host can (`copy_file_range`): bulk copies (conversions) never pass
+    /// their data through user space. The range must lie inside `from`. The bytes are taken
+    /// for data without being looked at, so blocks they fall in are allocated even if the
+    /// bytes are zeros: the caller sends ranges known to hold data. A range that does not
+    /// cover whole logical sectors is read and written through memory.
+    pub(crate) fn write_from(
+        &self,
+        from: &std::fs::File,
+        src: u64,
+        len: u64,
+        offset: u64,
+    ) -> Result<()> {
+        let lss = u64::from(self.disk.logical_sector_size());
+        if offset % lss != 0 || len % lss != 0 {
+            let mut buf = vec![0u8; len as usize];
+            crate::storage::pread_exact(from, &mut buf, src)
+                .map_err(|e| Error::io(e, "reading the source file").offset(src))?;
+            return self.write_at(&buf, offset);
+        }
+        self.with_engine(offset, len, |engine| {
+            let p = Payload::File {
+                file: from,
+                offset: src,
+                len,
+            };
+            self.write_aligned(engine, p, offset)
+        })
+    }
+
     /// Makes `[offset, offset + length)` read as zeros and gives its space back where the
     /// format allows (UNMAP/TRIM). Whole blocks change state — VHDX: NOT_PRESENT in a
     /// dynamic disk, ZERO in a differencing disk (so the parent's data never shows through);
@@ -240,8 +273,9 @@ impl WritableDisk {
         let body = (end - pos) / lss * lss;
         if body > 0 {
             let from = (pos - offset) as usize;
-            self.write_aligned(engine, &buf[from..from + body as usize], pos)?;
-            pos += body;
+            let body = Payload::Bytes(&buf[from..from + body as usize]);
+            self.write_aligned(engine, body, pos)?;
+            pos += body.len();
         }
         if pos < end {
             let from = (pos - offset) as usize;
@@ -262,17 +296,16 @@ impl WritableDisk {
         let mut s = vec![0u8; lss];
         self.disk.read_at(&mut s, sector)?;
         s[at as usize..at as usize + data.len()].copy_from_slice(data);
-        self.write_aligned(engine, &s, sector)
+        self.write_aligned(engine, Payload::Bytes(&s), sector)
     }
 
-    fn write_aligned(&self, engine: &mut Engine, buf: &[u8], offset: u64) -> Result<()> {
+    fn write_aligned(&self, engine: &mut Engine, buf: Payload<'_>, offset: u64) -> Result<()> {
         let t = self.target();
         match engine {
             Engine::Vhdx(e) => e.write(&t, buf, offset),
             Engine::Vhd(e) => e.write(&t, buf, offset),
-            Engine::Raw => t
-                .file
-                .write_all_at(buf, offset)
+            Engine::Raw => buf
+                .write_to(t.file, offset)
                 .map_err(|e| Error::io(e, "writing to the raw image").offset(offset)),
         }
     }

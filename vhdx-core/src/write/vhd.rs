@@ -18,7 +18,7 @@
 //! readers never look at. Fixed disks and existing blocks of dynamic disks are written in
 //! place, as every VHD writer does.
 
-use super::{round_up, Target};
+use super::{round_up, Payload, Target};
 use crate::error::{Error, Result};
 use crate::format::vhd::dynamic_header::{DynamicHeader, BAT_UNALLOCATED};
 use crate::format::vhd::footer::{self as ft, Footer};
@@ -72,27 +72,26 @@ impl VhdEngine {
     }
 
     /// Writes `buf` (whole sectors) at virtual `offset`.
-    pub(crate) fn write(&mut self, t: &Target<'_>, buf: &[u8], offset: u64) -> Result<()> {
+    pub(crate) fn write(&mut self, t: &Target<'_>, buf: Payload<'_>, offset: u64) -> Result<()> {
         let v = vhd(t);
         let Some(sp) = v.sparse() else {
-            return t
-                .file
-                .write_all_at(buf, offset)
+            return buf
+                .write_to(t.file, offset)
                 .map_err(|e| Error::io(e, "writing VHD payload").offset(offset));
         };
         let diff = v.disk_type() == DiskType::Differencing;
         let bs = u64::from(sp.block_size);
         let mut pos = offset;
-        let end = offset + buf.len() as u64;
+        let end = offset + buf.len();
         validate(t, v, sp, offset, end)?;
         while pos < end {
             let block = pos / bs;
             let in_block = pos % bs;
             let n = (bs - in_block).min(end - pos);
-            let piece = &buf[(pos - offset) as usize..(pos - offset + n) as usize];
+            let piece = buf.slice(pos - offset, pos - offset + n);
             let entry = sp.bat.entry(t.journal, block)?;
             let data_off = if entry == BAT_UNALLOCATED {
-                if !diff && crate::bytes::is_zero(piece) {
+                if !diff && piece.is_zero() {
                     pos += n;
                     continue;
                 }
@@ -100,8 +99,8 @@ impl VhdEngine {
             } else {
                 v.block_data_offset(sp, block, entry)?
             };
-            t.file
-                .write_all_at(piece, data_off + in_block)
+            piece
+                .write_to(t.file, data_off + in_block)
                 .map_err(|e| Error::io(e, "writing VHD payload").offset(data_off + in_block))?;
             if diff {
                 mark_present(t, data_off - sp.bitmap_bytes, in_block, n)?;

@@ -32,7 +32,7 @@
 //! Close sets the LogGuid back to nil after a final flush, so the file opens everywhere
 //! without replay.
 
-use super::{round_up, Target};
+use super::{round_up, Payload, Target};
 use crate::error::{Error, Result};
 use crate::format::vhdx::bat as fb;
 use crate::format::vhdx::log as fl;
@@ -122,12 +122,12 @@ impl VhdxEngine {
     }
 
     /// Writes `buf` (whole logical sectors) at virtual `offset`.
-    pub(crate) fn write(&mut self, t: &Target<'_>, buf: &[u8], offset: u64) -> Result<()> {
+    pub(crate) fn write(&mut self, t: &Target<'_>, buf: Payload<'_>, offset: u64) -> Result<()> {
         let v = vhdx(t);
         let m = v.metadata();
         let bs = u64::from(m.block_size);
         let size = m.virtual_size;
-        let end = offset + buf.len() as u64;
+        let end = offset + buf.len();
         // Every block the write touches is validated before anything is written, so a write
         // into a damaged block fails with the file untouched (headers included).
         let blocks = offset / bs..end.div_ceil(bs);
@@ -137,7 +137,7 @@ impl VhdxEngine {
         for block in blocks {
             let start = (block * bs).max(offset);
             let stop = ((block + 1) * bs).min(end);
-            let piece = &buf[(start - offset) as usize..(stop - offset) as usize];
+            let piece = buf.slice(start - offset, stop - offset);
             self.write_piece(
                 t,
                 v,
@@ -287,13 +287,13 @@ impl VhdxEngine {
         v: &Vhdx,
         block: u64,
         in_block: u64,
-        piece: &[u8],
+        piece: Payload<'_>,
         block_len: u64,
     ) -> Result<()> {
         let diff = v.metadata().has_parent;
         let entry = v.payload_entry(block)?;
         let state = fb::entry_state(entry);
-        let n = piece.len() as u64;
+        let n = piece.len();
         let whole = in_block == 0 && n == block_len;
         match state {
             fb::PAYLOAD_FULLY_PRESENT => {
@@ -322,7 +322,7 @@ impl VhdxEngine {
                 let parent_shows = diff && state == fb::PAYLOAD_NOT_PRESENT;
                 let reads_zero =
                     state == fb::PAYLOAD_ZERO || (!diff && state == fb::PAYLOAD_NOT_PRESENT);
-                let zero = crate::bytes::is_zero(piece);
+                let zero = piece.is_zero();
                 if zero && reads_zero {
                     // Nothing changes: no new identity either (children stay linked).
                     return Ok(());
@@ -565,9 +565,8 @@ fn discard(t: &Target<'_>, at: u64, len: u64) -> Result<()> {
         .map_err(|e| Error::io(e, "zeroing trimmed VHDX payload").offset(at))
 }
 
-fn write_payload(t: &Target<'_>, buf: &[u8], at: u64) -> Result<()> {
-    t.file
-        .write_all_at(buf, at)
+fn write_payload(t: &Target<'_>, buf: Payload<'_>, at: u64) -> Result<()> {
+    buf.write_to(t.file, at)
         .map_err(|e| Error::io(e, "writing VHDX payload").offset(at))
 }
 

@@ -827,3 +827,65 @@ fn azure_output_is_a_fixed_vhd_of_whole_mib() {
     assert_eq!((st.size, st.source_size), (24 * MIB, 24 * MIB));
     qemu_identical(&w, "vpc", &whole, "vhdx");
 }
+
+/// The in-kernel copy (data left in the source file, only sampled for zeros) keeps the zero
+/// scan exact: a qemu-made VHDX with a block of explicitly written zeros (allocated, so it is
+/// copied from the file) and a block whose 64 KiB steps hold data only after their first
+/// 4 KiB sample, or only in their last byte. Exactly the steps with data are written, and
+/// QEMU reads every output as it reads the source.
+#[test]
+fn in_kernel_copies_find_exactly_the_steps_with_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src.vhdx");
+    qemu_create(&src, "vhdx", "subformat=dynamic,block_size=1M", "8M");
+    let step = 64 << 10;
+    let writes = [
+        // Block 0: allocated, all zeros.
+        "write -P 0 0 1M".to_string(),
+        // Block 1: zeros, then one byte after the first step's 4 KiB sample...
+        "write -P 0 1M 1M".to_string(),
+        format!("write -P 7 {} 1", MIB + 4096 + 100),
+        // ... the last byte of its sixth step, and a whole step at its end.
+        format!("write -P 9 {} 1", MIB + 6 * step - 1),
+        format!("write -P 5 {} {step}", 2 * MIB - step),
+        // Block 4: pattern data throughout.
+        "write -P 3 4M 1M".to_string(),
+    ];
+    let mut args = vec!["-f", "vhdx"];
+    for w in &writes {
+        args.extend(["-c", w.as_str()]);
+    }
+    args.push(s(&src));
+    qemu_io(&args);
+    let disk = Disk::open(&src).unwrap();
+    for (name, to, qfmt) in [
+        ("out.raw", Format::Raw, "raw"),
+        ("out.vhd", Format::Vhd, "vpc"),
+        ("out.vhdx", Format::Vhdx, "vhdx"),
+    ] {
+        let out = d.join(name);
+        let st = convert_ok(&disk, &out, &ConvertOptions::new(to));
+        assert_eq!(st.bytes_written, 3 * step + MIB, "{name}");
+        qemu_identical(&out, qfmt, &src, "vhdx");
+    }
+}
+
+/// A source whose log is dirty is replayed in memory, so its data cannot be taken from the
+/// file as it is: the conversion reads it, and matches QEMU's own replay.
+#[test]
+fn dirty_log_sources_convert_as_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in super::vhdx_log::FIXTURES {
+        let src = super::vhdx_log::gunzip(name, d);
+        let replayed = qemu_replayed_copy(&src, d);
+        let out = d.join(format!("{name}.raw"));
+        convert_ok(
+            &Disk::open(&src).unwrap(),
+            &out,
+            &ConvertOptions::new(Format::Raw),
+        );
+        qemu_identical(&out, "raw", &replayed, "vhdx");
+    }
+}

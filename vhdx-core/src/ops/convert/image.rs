@@ -51,6 +51,7 @@ pub(super) fn write(
     let copied = copy(
         disk,
         &mut |buf, offset| target.write_at(buf, offset),
+        Some(&mut |from, src, len, offset| target.write_from(from, src, len, offset)),
         Some(&behind),
         progress,
     )

@@ -24,15 +24,21 @@ pub(super) fn write(
     let file = FileStorage::from_file(file);
     file.set_len(size)
         .map_err(|e| Error::io(e, "cannot size the output file").in_file(tmp))?;
+    let failed = |e, offset| {
+        Error::io(e, "writing the output")
+            .offset(offset)
+            .in_file(tmp)
+    };
     let copied = copy(
         disk,
         &mut |buf, offset| {
-            file.write_all_at(buf, offset).map_err(|e| {
-                Error::io(e, "writing the output")
-                    .offset(offset)
-                    .in_file(tmp)
-            })
+            file.write_all_at(buf, offset)
+                .map_err(|e| failed(e, offset))
         },
+        Some(&mut |from, src, len, offset| {
+            file.copy_from(from, src, offset, len)
+                .map_err(|e| failed(e, offset))
+        }),
         Some(file.file()),
         progress,
     )
