@@ -60,4 +60,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{Image, ImageFile};
 pub use ops::info::{DiskType, Format, Info};
 pub use report::{CheckSummary, Finding, Report, Severity};
-pub use write::{CompactMode, CompactStats, WritableDisk};
+pub use write::{CompactMode, CompactOptions, CompactStats, WritableDisk};

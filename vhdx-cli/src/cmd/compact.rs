@@ -1,7 +1,9 @@
 //! `vhdx compact FILE...`: give back the space of blocks that hold no live data (see
 //! [`vhdx_core::write::compact`]): `quick` packs blocks into the holes and truncates, `full`
-//! (the default) first releases all-zero blocks, `retrim` punches holes for the free space
-//! and moves nothing. In place, or with `-o OUT` into a compacted copy (the input is left as
+//! (the default) first releases all-zero blocks and the blocks that hold only free space of
+//! the guest's ext2/3/4 and NTFS volumes (each volume is reported: reclaimed, or skipped and
+//! why; `--no-free-space` keeps to all-zero blocks), `retrim` punches holes for the free
+//! space and moves nothing. In place, or with `-o OUT` into a compacted copy (the input is left as
 //! it was). `--dry-run` reports what would be reclaimed, changing nothing; without `--mode`
 //! it reports all three modes.
 //!
@@ -14,7 +16,10 @@
 //! in the order of the arguments: `path`, `output` (OUT or null) and the fields of
 //! [`CompactStats`] (`mode`, `dry_run`, `file_len_before`, `file_len_after`,
 //! `host_bytes_before`, `host_bytes_after`, `bytes_reclaimed`, `blocks_moved`,
-//! `bytes_moved`, `zero_blocks_released`, `seconds`, `parent_data_bytes`, `note`). Files
+//! `bytes_moved`, `zero_blocks_released`, `free_space_pass`, `free_space_blocks_released`,
+//! `volumes` (per guest volume: `volume`, `offset`, `length`, `file_system`, `free_bytes`,
+//! `blocks_released`, `bytes_reclaimed`, `skipped`, `reason`), `seconds`,
+//! `parent_data_bytes`, `note`). Files
 //! that failed are not in it.
 
 use super::{ChainArgs, CliError};
@@ -26,7 +31,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use vhdx_core::write::compact::{compact_copy, CompactMode, CompactStats};
+use vhdx_core::write::compact::{compact_copy, CompactMode, CompactOptions, CompactStats};
 use vhdx_core::{Disk, OpenOptions};
 
 /// Arguments of `vhdx compact`.
@@ -50,6 +55,11 @@ pub struct CompactArgs {
     /// Report what would be reclaimed and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Full mode: do not read the guest's file systems; release only all-zero blocks
+    /// (by default the blocks holding only free space of ext2/3/4 and NTFS volumes go too).
+    #[arg(long)]
+    pub no_free_space: bool,
 
     /// Replace OUT if it exists (atomically, once the copy is complete).
     #[arg(long, requires = "output")]
@@ -184,16 +194,23 @@ pub fn compact_one(
         output: output.map(|o| o.display().to_string()),
         stats,
     };
+    let how = |mode| CompactOptions {
+        mode,
+        free_space: !args.no_free_space,
+    };
     if args.dry_run {
         // A compacted copy starts as a byte copy of FILE, so FILE's figures are the copy's.
         let disk = Disk::open_rw(file, opts)?;
-        let stats: Result<Vec<_>, _> = modes.iter().map(|&m| disk.compact_dry_run(m)).collect();
+        let stats: Result<Vec<_>, _> = modes
+            .iter()
+            .map(|&m| disk.compact_dry_run(how(m)))
+            .collect();
         let closed = disk.close();
         let stats = stats?;
         closed?;
         return Ok(stats.into_iter().map(report).collect());
     }
-    let mode = modes[0];
+    let mode = how(modes[0]);
     let work = |progress: Option<&dyn Fn(u64, u64)>| match output {
         Some(out) => compact_copy(file, out, mode, args.force, opts, progress),
         None => Disk::open_rw(file, opts).and_then(|disk| {
@@ -280,6 +297,13 @@ pub fn render(out: &mut dyn Write, r: &CompactReport) -> io::Result<()> {
             count(s.zero_blocks_released, "all-zero block"),
             if s.dry_run { "to release" } else { "released" },
         ));
+        if s.free_space_pass {
+            line.push_str(&format!(
+                ", {} of free space {}",
+                count(s.free_space_blocks_released, "block"),
+                if s.dry_run { "to release" } else { "released" },
+            ));
+        }
     }
     if let Some(h) = super::trim::host_change(s.host_bytes_before, s.host_bytes_after) {
         line.push_str(&format!("; host allocation {h}"));
@@ -288,10 +312,51 @@ pub fn render(out: &mut dyn Write, r: &CompactReport) -> io::Result<()> {
         line.push_str(&format!("; {:.2} s", s.seconds));
     }
     writeln!(out, "{line}")?;
+    render_volumes(out, &s.volumes, s.dry_run)?;
     match &s.note {
         Some(note) => writeln!(out, "  note: {note}"),
         None => Ok(()),
     }
+}
+
+/// One line per guest volume of a free-space pass: what its free space gave back, or why
+/// it was skipped (shared with `vhdx trim --free-space`).
+pub fn render_volumes(
+    out: &mut dyn Write,
+    volumes: &[vhdx_core::guest::freespace::VolumeFreeSpace],
+    dry_run: bool,
+) -> io::Result<()> {
+    for v in volumes {
+        let name = match v.volume {
+            0 => "whole disk".to_string(),
+            n => format!("volume {n}"),
+        };
+        let at = format!(
+            "{name} ({}, {} at {})",
+            v.file_system,
+            size(v.length),
+            size(v.offset)
+        );
+        match (&v.skipped, &v.reason, v.free_bytes) {
+            (Some(kind), reason, _) => writeln!(
+                out,
+                "  {at}: skipped ({kind}): {}",
+                reason.as_deref().unwrap_or("")
+            )?,
+            (None, _, free) => writeln!(
+                out,
+                "  {at}: {} free, {} {}",
+                size(free.unwrap_or(0)),
+                size(v.bytes_reclaimed),
+                if dry_run {
+                    "would be reclaimed"
+                } else {
+                    "reclaimed"
+                }
+            )?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

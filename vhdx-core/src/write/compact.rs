@@ -5,7 +5,10 @@
 //!   [`super::layout::plan`]), then truncate.
 //! - `full`: first release every allocated block that reads as zeros — dynamic disks:
 //!   unallocated; differencing disks: unallocated where the parent also reads zeros there,
-//!   else (VHDX) the ZERO state — then do what `quick` does.
+//!   else (VHDX) the ZERO state — then do what `quick` does. Unless turned off
+//!   ([`CompactOptions::free_space`]), full mode also reads the free-space maps of the
+//!   guest's file systems ([`FreeMap`]) and releases every block whose bytes are each free
+//!   in an understood volume or read as zeros (see [`zero_blocks`]).
 //! - `retrim`: move nothing; punch holes in the host file wherever no block or structure
 //!   lies, so the file becomes sparse and keeps its length.
 //!
@@ -28,6 +31,7 @@ use crate::disk::Layer;
 use crate::disk::VirtualDisk;
 use crate::error::{Error, Result};
 use crate::format::vhdx::bat as fb;
+use crate::guest::freespace::{FreeMap, VolumeFreeSpace};
 use crate::image::Image;
 use crate::ops::info::DiskType;
 use crate::storage::{Storage, StorageMut};
@@ -60,6 +64,27 @@ impl std::str::FromStr for CompactMode {
     }
 }
 
+/// How to compact: the mode, and whether full mode reads the guest's free-space maps.
+/// A [`CompactMode`] converts into the default options for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactOptions {
+    /// The mode.
+    pub mode: CompactMode,
+    /// Full mode: also release blocks that hold only free space of the guest's file systems
+    /// (ext2/3/4, NTFS; see [`FreeMap`]). On by default; off keeps full mode to all-zero
+    /// blocks. Ignored by the other modes.
+    pub free_space: bool,
+}
+
+impl From<CompactMode> for CompactOptions {
+    fn from(mode: CompactMode) -> Self {
+        CompactOptions {
+            mode,
+            free_space: true,
+        }
+    }
+}
+
 /// What a compaction did (or, for a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompactStats {
@@ -83,6 +108,13 @@ pub struct CompactStats {
     pub bytes_moved: u64,
     /// All-zero blocks released (`full`).
     pub zero_blocks_released: u64,
+    /// Whether the guest's free-space maps were read (`full`, unless turned off).
+    pub free_space_pass: bool,
+    /// Blocks released because they hold only free space of the guest's file systems
+    /// (with zeros in the rest), not counted in `zero_blocks_released`.
+    pub free_space_blocks_released: u64,
+    /// The guest's volumes and what the free-space pass made of each (empty without it).
+    pub volumes: Vec<VolumeFreeSpace>,
     /// Seconds the compaction took.
     pub seconds: f64,
     /// Differencing disks: bytes of the virtual disk read from parent files, which
@@ -96,8 +128,14 @@ pub struct CompactStats {
 struct Analysis {
     /// The layout, with the released units removed.
     lay: Layout,
-    /// Released zero blocks: (BAT index, new entry).
+    /// Released blocks: (BAT index, new entry).
     releases: Vec<(u64, u64)>,
+    /// How many of `releases` were released for holding free space.
+    free_space_released: u64,
+    /// The volumes of the free-space pass, with their counts.
+    volumes: Vec<VolumeFreeSpace>,
+    /// Whether the free-space pass ran.
+    free_space_pass: bool,
     /// Free ranges of the file (retrim).
     free: Vec<(u64, u64)>,
     /// Packing moves over `lay.units`.
@@ -125,6 +163,9 @@ fn base_stats(
         blocks_moved: 0,
         bytes_moved: 0,
         zero_blocks_released: 0,
+        free_space_pass: false,
+        free_space_blocks_released: 0,
+        volumes: Vec::new(),
         seconds: 0.0,
         parent_data_bytes: None,
         note: None,
@@ -148,14 +189,15 @@ fn base_stats(
 const FIXED_NOTE: &str = "a fixed disk has no unused blocks to give back; convert it to a \
      dynamic disk (`vhdx convert IN OUT --type dynamic`) to make it smaller";
 
-/// Analyses `disk` for `mode` without changing anything: `None` for fixed disks.
+/// Analyses `disk` for `how` without changing anything: `None` for fixed disks.
 /// `progress(done)` is called from this thread during the zero scan.
 fn analyze(
     disk: &Disk,
-    mode: CompactMode,
+    how: CompactOptions,
     file_len: u64,
     progress: &dyn Fn(u64),
 ) -> Result<Option<Analysis>> {
+    let mode = how.mode;
     let Some(mut lay) = layout_of(disk)? else {
         return Ok(None);
     };
@@ -169,12 +211,28 @@ fn analyze(
         free.push((used_end, file_end - used_end));
     }
     let mut releases = Vec::new();
+    let mut free_space_released = 0;
+    let mut volumes = Vec::new();
     if mode == CompactMode::Full {
-        let found = zero_blocks(disk, &lay, progress)?;
-        let gone: std::collections::HashSet<usize> = found.iter().map(|r| r.0).collect();
+        let map = match how.free_space {
+            true => Some(FreeMap::read(disk)?),
+            false => None,
+        };
+        let found = zero_blocks(disk, &lay, map.as_ref(), progress)?;
+        if let Some(mut map) = map {
+            for r in &found {
+                if let Some(v) = r.volume {
+                    free_space_released += 1;
+                    map.volumes[v].blocks_released += 1;
+                    map.volumes[v].bytes_reclaimed += r.bytes;
+                }
+            }
+            volumes = map.volumes;
+        }
+        let gone: std::collections::HashSet<usize> = found.iter().map(|r| r.unit).collect();
         releases = found
             .iter()
-            .map(|&(i, e)| (lay.units[i].index, e))
+            .map(|r| (lay.units[r.unit].index, r.entry))
             .collect();
         let mut i = 0;
         lay.units.retain(|_| {
@@ -190,6 +248,9 @@ fn analyze(
     Ok(Some(Analysis {
         lay,
         releases,
+        free_space_released,
+        volumes,
+        free_space_pass: mode == CompactMode::Full && how.free_space,
         free,
         moves,
         end: end.min(file_len),
@@ -207,16 +268,18 @@ fn layout_of(disk: &Disk) -> Result<Option<Layout>> {
     }
 }
 
-/// What compacting `disk` with `mode` would do, changing nothing (no lock is needed: it
-/// works on a read-only [`Disk`] too).
-pub fn compact_dry_run(disk: &Disk, mode: CompactMode) -> Result<CompactStats> {
+/// What compacting `disk` with `how` (a [`CompactMode`] or [`CompactOptions`]) would do,
+/// changing nothing (no lock is needed: it works on a read-only [`Disk`] too).
+pub fn compact_dry_run(disk: &Disk, how: impl Into<CompactOptions>) -> Result<CompactStats> {
+    let how = how.into();
+    let mode = how.mode;
     let t0 = Instant::now();
     let storage = Layer::storage(disk);
     let file_len = storage
         .len()
         .map_err(|e| Error::io(e, "reading the file length"))?;
     let mut stats = base_stats(disk, mode, true, file_len)?;
-    match analyze(disk, mode, file_len, &|_| {})? {
+    match analyze(disk, how, file_len, &|_| {})? {
         None => stats.note = Some(FIXED_NOTE.into()),
         Some(a) => fill(&mut stats, &a, storage)?,
     }
@@ -226,7 +289,10 @@ pub fn compact_dry_run(disk: &Disk, mode: CompactMode) -> Result<CompactStats> {
 
 /// The counts of an analysis.
 fn fill(stats: &mut CompactStats, a: &Analysis, storage: &dyn Storage) -> Result<()> {
-    stats.zero_blocks_released = a.releases.len() as u64;
+    stats.zero_blocks_released = a.releases.len() as u64 - a.free_space_released;
+    stats.free_space_blocks_released = a.free_space_released;
+    stats.free_space_pass = a.free_space_pass;
+    stats.volumes = a.volumes.clone();
     if stats.mode == CompactMode::Retrim {
         stats.bytes_reclaimed = host_data_in(storage, &a.free)?;
         return Ok(());
@@ -260,27 +326,30 @@ fn host_data_in(storage: &dyn Storage, ranges: &[(u64, u64)]) -> Result<u64> {
 }
 
 impl WritableDisk {
-    /// Compacts the disk in place (see the module documentation). `progress(done, total)`
-    /// is called as the work advances. Fixed disks come back unchanged with a note.
+    /// Compacts the disk in place (see the module documentation) with `how`: a
+    /// [`CompactMode`] (full mode reads the guest's free space too) or [`CompactOptions`].
+    /// `progress(done, total)` is called as the work advances. Fixed disks come back
+    /// unchanged with a note.
     pub fn compact(
         &self,
-        mode: CompactMode,
+        how: impl Into<CompactOptions>,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<CompactStats> {
-        self.compact_inner(mode, progress)
+        self.compact_inner(how.into(), progress)
             .map_err(|e| e.in_file(self.path()))
     }
 
     /// What [`WritableDisk::compact`] would do, changing nothing (see [`compact_dry_run`]).
-    pub fn compact_dry_run(&self, mode: CompactMode) -> Result<CompactStats> {
-        compact_dry_run(&self.disk, mode).map_err(|e| e.in_file(self.path()))
+    pub fn compact_dry_run(&self, how: impl Into<CompactOptions>) -> Result<CompactStats> {
+        compact_dry_run(&self.disk, how).map_err(|e| e.in_file(self.path()))
     }
 
     fn compact_inner(
         &self,
-        mode: CompactMode,
+        how: CompactOptions,
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<CompactStats> {
+        let mode = how.mode;
         let t0 = Instant::now();
         self.flush()?;
         let file_len = self
@@ -311,7 +380,7 @@ impl WritableDisk {
                 p(done.min(total), total);
             }
         };
-        let Some(a) = analyze(&self.disk, mode, file_len, &report)? else {
+        let Some(a) = analyze(&self.disk, how, file_len, &report)? else {
             stats.note = Some(FIXED_NOTE.into());
             stats.seconds = t0.elapsed().as_secs_f64();
             return Ok(stats);
@@ -442,12 +511,40 @@ impl WritableDisk {
     }
 }
 
-/// The payload units of `lay` that hold only zeros and can be released, with their new BAT
-/// entries (VHD: unused, the block becomes unallocated): dynamic disks release every zero
-/// block; differencing disks release one where the parent also reads zeros, and otherwise
-/// (VHDX, fully present blocks) give it the ZERO state. Two threads scan, a block stops
-/// being read at its first non-zero piece, and this thread reports the bytes scanned.
-fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<(usize, u64)>> {
+/// A payload unit [`zero_blocks`] found releasable.
+struct Release {
+    /// Index in the layout's units.
+    unit: usize,
+    /// The new BAT entry (VHD: unused, the block becomes unallocated).
+    entry: u64,
+    /// Released for holding free space: the index of the volume (in the [`FreeMap`]) of its
+    /// first free byte; `None` for a block that reads as zeros as a whole.
+    volume: Option<usize>,
+    /// The block's bytes on the virtual disk.
+    bytes: u64,
+}
+
+/// The payload units of `lay` that can be released, with their new BAT entries.
+///
+/// Blocks without free space (or without `free`): those that hold only zeros. Dynamic
+/// disks release every zero block; differencing disks release one where the parent also
+/// reads zeros, and otherwise (VHDX, fully present blocks) give it the ZERO state.
+///
+/// Blocks with free space of an understood volume: wholly free ones are released (in a
+/// differencing disk the parent's bytes then show through there, which free space may
+/// hold); for the others, the bytes that are not free must read as zeros as the guest sees
+/// them, and then the block is released (a differencing disk needs the parent to read zeros
+/// there too, else a VHDX block takes the ZERO state). A block that fails this is still
+/// tried as a zero block.
+///
+/// Two threads scan, a block stops being read at its first non-zero piece, and this thread
+/// reports the bytes scanned.
+fn zero_blocks(
+    disk: &Disk,
+    lay: &Layout,
+    free: Option<&FreeMap>,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<Release>> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let storage = Layer::storage(disk);
     let diff = disk.disk_type() == DiskType::Differencing;
@@ -461,7 +558,7 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
         .collect();
     let scanned = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let scan = |part: usize| -> Result<Vec<(usize, u64)>> {
+    let scan = |part: usize| -> Result<Vec<Release>> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; (4 << 20).min(bs as usize)];
         for &i in units.iter().skip(part).step_by(2) {
@@ -477,6 +574,20 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
             } else {
                 u.index
             };
+            let vstart = block * bs;
+            let vlen = bs.min(disk.size().saturating_sub(vstart));
+            let cover = free.map(|m| m.coverage(vstart, vlen));
+            if let Some(c) = cover.filter(|c| c.free > 0) {
+                if let Some(entry) = free_release(disk, &c, diff, is_vhdx, &mut buf)? {
+                    out.push(Release {
+                        unit: i,
+                        entry,
+                        volume: c.volume,
+                        bytes: vlen,
+                    });
+                    continue;
+                }
+            }
             let stored_zero = all_zero(bs, &mut buf, |b, o| {
                 storage
                     .read_at_zero_tail(b, data + o)
@@ -485,8 +596,6 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
             if !stored_zero {
                 continue;
             }
-            let vstart = block * bs;
-            let vlen = bs.min(disk.size() - vstart);
             let parent_zero = match disk.parent().filter(|_| diff) {
                 None => true,
                 Some(p) => all_zero(vlen, &mut buf, |b, o| p.read_at(b, vstart + o))?,
@@ -503,7 +612,12 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
             } else {
                 continue;
             };
-            out.push((i, entry));
+            out.push(Release {
+                unit: i,
+                entry,
+                volume: None,
+                bytes: vlen,
+            });
         }
         Ok(out)
     };
@@ -521,7 +635,7 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
             progress(scanned.load(Ordering::Relaxed));
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let j = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<(usize, u64)>>>| {
+        let j = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<Release>>>| {
             h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         };
         (j(h0), j(h1))
@@ -530,6 +644,41 @@ fn zero_blocks(disk: &Disk, lay: &Layout, progress: &dyn Fn(u64)) -> Result<Vec<
     let mut all = a?;
     all.extend(b?);
     Ok(all)
+}
+
+/// The new BAT entry of a block with free space (see [`zero_blocks`]), or `None` when it
+/// cannot go for that reason. `c` is the block's coverage.
+fn free_release(
+    disk: &Disk,
+    c: &crate::guest::freespace::Coverage,
+    diff: bool,
+    is_vhdx: bool,
+    buf: &mut [u8],
+) -> Result<Option<u64>> {
+    let not_present = Some(fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0));
+    if c.used.is_empty() {
+        return Ok(not_present);
+    }
+    for &(o, l) in &c.used {
+        if !all_zero(l, buf, |b, at| disk.read_at(b, o + at))? {
+            return Ok(None);
+        }
+    }
+    let Some(parent) = disk.parent().filter(|_| diff) else {
+        return Ok(not_present);
+    };
+    let mut parent_zero = true;
+    for &(o, l) in &c.used {
+        if !all_zero(l, buf, |b, at| parent.read_at(b, o + at))? {
+            parent_zero = false;
+            break;
+        }
+    }
+    if parent_zero {
+        return Ok(not_present);
+    }
+    // The ZERO state makes all of the block read zeros, which its used bytes already do.
+    Ok(is_vhdx.then(|| fb::make_entry(fb::PAYLOAD_ZERO, 0)))
 }
 
 /// Whether the `len` bytes `read(buf, offset_within)` gives are all zero, read in pieces of
@@ -569,12 +718,13 @@ pub fn host_bytes(path: &std::path::Path) -> Option<u64> {
 pub fn compact_copy(
     input: &std::path::Path,
     out: &std::path::Path,
-    mode: CompactMode,
+    how: impl Into<CompactOptions>,
     overwrite: bool,
     opts: &crate::OpenOptions,
     progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<CompactStats> {
     use crate::ops::convert::{place, temp_path};
+    let how = how.into();
     let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
     {
         (Ok(x), Ok(y)) => x == y,
@@ -624,7 +774,7 @@ pub fn compact_copy(
             .map_err(|e| Error::io(e, "copying the image").in_file(&tmp))?;
         drop(dst);
         let d = WritableDisk::open(&tmp, opts)?;
-        let mut stats = d.compact(mode, progress)?;
+        let mut stats = d.compact(how, progress)?;
         d.close()?;
         stats.file_len_before = src
             .metadata()

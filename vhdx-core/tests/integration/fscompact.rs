@@ -10,13 +10,16 @@
 //!
 //! Tests that need a tool fail under CI when it is missing and skip elsewhere.
 
-use super::common::{self, run, Rng};
-use std::path::Path;
+use super::common::{self, qemu_img, run, Rng};
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use vhdx_core::guest;
-use vhdx_core::guest::freespace::FreeSpace;
-
-use vhdx_core::{Disk, Format, OpenOptions, VirtualDisk};
+use vhdx_core::create::{create, CreateOptions};
+use vhdx_core::guest::freespace::{trim_free_space, FreeMap, FreeSpace, SkipKind};
+use vhdx_core::guest::{self, VolumeKind};
+use vhdx_core::write::compact::compact_copy;
+use vhdx_core::{
+    CompactMode, CompactOptions, CompactStats, Disk, Format, OpenOptions, VirtualDisk,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -233,5 +236,602 @@ fn ext_free_map_equals_dumpe2fs() {
         }
         assert_ext_map_exact(&img);
         e2fsck_clean(&img);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Guests: a file system image made by its tools, placed into a (partitioned) raw disk.
+
+/// A file with deterministic content: name and length, content from `junk(len, seed)`.
+#[derive(Clone)]
+struct GuestFile {
+    name: String,
+    len: usize,
+    seed: u64,
+}
+
+impl GuestFile {
+    fn new(name: &str, len: usize, seed: u64) -> GuestFile {
+        GuestFile {
+            name: name.into(),
+            len,
+            seed,
+        }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        junk(self.len, self.seed)
+    }
+}
+
+/// Which file system a guest volume holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fs {
+    Ext,
+    Ntfs,
+}
+
+/// A raw guest disk with one file system volume at `offset` holding `files`.
+struct Guest {
+    raw: PathBuf,
+    offset: u64,
+    fs_len: u64,
+    fs: Fs,
+    files: Vec<GuestFile>,
+}
+
+/// An ext file system image at `img`: `mkfs.ext4 -d` with the live files, then `junk`
+/// bytes of junk files written with debugfs and removed again (their bytes stay in the free
+/// blocks). `args` go to mkfs.
+fn ext_image(
+    img: &Path,
+    size: u64,
+    kind: &str,
+    args: &[&str],
+    live: &[GuestFile],
+    junk_bytes: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in live {
+        std::fs::write(dir.path().join(&f.name), f.bytes()).unwrap();
+    }
+    let mut a: Vec<&str> = args.to_vec();
+    let d = dir.path().to_str().unwrap().to_string();
+    a.extend(["-d", &d]);
+    mkfs_ext(img, size, kind, &a);
+    add_ext_junk(img, junk_bytes, 7);
+}
+
+/// Writes `total` bytes of junk files into the ext image and removes them.
+fn add_ext_junk(img: &Path, total: usize, seed: u64) {
+    let piece = 64 << 20;
+    let mut left = total;
+    let mut n = 0;
+    while left > 0 {
+        let len = left.min(piece);
+        ext_put(img, &format!("junk{n}"), &junk(len, seed * 1000 + n as u64));
+        left -= len;
+        n += 1;
+    }
+    for i in 0..n {
+        debugfs_w(img, &format!("rm junk{i}"));
+    }
+}
+
+/// An NTFS image at `img` (`mkntfs -F -Q`) with the live files (ntfscp) and `junk_bytes` of
+/// junk written and then truncated to nothing (ntfstruncate frees its clusters; the bytes
+/// stay).
+fn ntfs_image(img: &Path, size: u64, live: &[GuestFile], junk_bytes: usize) {
+    let f = std::fs::File::create(img).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    run(cmd("mkntfs").args(["-F", "-q", "-Q"]).arg(img));
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, data: &[u8]| {
+        let src = dir.path().join("f");
+        std::fs::write(&src, data).unwrap();
+        run(cmd("ntfscp").arg(img).arg(&src).arg(name));
+    };
+    put("junk", &junk(junk_bytes, 99));
+    for f in live {
+        put(&f.name, &f.bytes());
+    }
+    let ls = String::from_utf8(run(cmd("ntfsls").arg("-i").arg(img))).unwrap();
+    let inode = ls
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            let n = w.next()?;
+            (w.next()? == "junk").then(|| n.to_string())
+        })
+        .expect("junk's inode");
+    run(cmd("ntfstruncate")
+        .arg(img)
+        .args([inode.as_str(), "0x80", "0"]));
+}
+
+/// A raw disk of `size` bytes at `raw` holding the image `fs_img` at `offset`: a whole-disk
+/// file system when `table` is `None`, else one partition made by sgdisk (`gpt`) or sfdisk
+/// (`mbr`, type `type_id`) from `offset` over the image's length, filled with dd.
+fn place(raw: &Path, size: u64, table: Option<(&str, &str)>, offset: u64, fs_img: &Path) {
+    let len = std::fs::metadata(fs_img).unwrap().len();
+    let f = std::fs::File::create(raw).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    match table {
+        None => assert_eq!(offset, 0),
+        Some(("gpt", code)) => {
+            run(cmd("sgdisk")
+                .arg(format!(
+                    "-n1:{}:{}",
+                    offset / 512,
+                    offset / 512 + len / 512 - 1
+                ))
+                .arg(format!("-t1:{code}"))
+                .arg(raw));
+        }
+        Some((_, id)) => {
+            let script = format!(
+                "label: dos\nstart={}, size={}, type={id}\n",
+                offset / 512,
+                len / 512
+            );
+            let mut c = cmd("sfdisk");
+            c.arg("-q").arg(raw).stdin(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+    }
+    dd_into(raw, offset, fs_img);
+}
+
+/// Copies `src` into `dst` at byte `offset` with dd (keeping the rest of `dst`).
+fn dd_into(dst: &Path, offset: u64, src: &Path) {
+    run(Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", dst.display()))
+        .args([
+            "bs=1M",
+            "conv=notrunc,sparse",
+            "status=none",
+            "oflag=seek_bytes",
+        ])
+        .arg(format!("seek={offset}")));
+}
+
+/// `len` bytes of `src` from `offset` into a new file `dst`.
+fn dd_out(src: &Path, offset: u64, len: u64, dst: &Path) {
+    run(Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", dst.display()))
+        .args(["bs=1M", "status=none", "iflag=skip_bytes,count_bytes"])
+        .arg(format!("skip={offset}"))
+        .arg(format!("count={len}")));
+}
+
+/// `qemu-img convert` of a raw disk to a dynamic VHDX (1 MiB blocks, as WSL2 makes them,
+/// unless `block` says otherwise) or VHD.
+fn to_image(raw: &Path, out: &Path, format: &str, block: &str) {
+    let (fmt, opts) = match format {
+        "vhdx" => ("vhdx", format!("subformat=dynamic,block_size={block}")),
+        _ => ("vpc", "subformat=dynamic,force_size=on".to_string()),
+    };
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        fmt,
+        "-o",
+        &opts,
+        raw.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// The virtual disk of `image` as qemu-img reads it, as a raw file in `dir`.
+fn qemu_back(image: &Path, format: &str, dir: &Path) -> PathBuf {
+    let out = dir.join("back.raw");
+    let _ = std::fs::remove_file(&out);
+    let fmt = if format == "vhdx" { "vhdx" } else { "vpc" };
+    qemu_img(&[
+        "convert",
+        "-f",
+        fmt,
+        "-O",
+        "raw",
+        image.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// The virtual disk of a differencing `image` over `parents` as libvhdi reads it, as a raw
+/// file in `dir`.
+fn libvhdi_back(image: &Path, parents: &[&Path], dir: &Path) -> PathBuf {
+    let out = dir.join("back.raw");
+    std::fs::write(&out, common::pyvhdi_read_all(image, parents)).unwrap();
+    out
+}
+
+/// Checks the guest read back from `back` (a raw file): the file system is clean for its
+/// own checker, every file reads back byte-identical, and every byte outside the free
+/// ranges of `free` (our map of the original) is what the original disk held.
+fn verify(guest: &Guest, back: &Path, free: &[(u64, u64)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part.img");
+    dd_out(back, guest.offset, guest.fs_len, &part);
+    match guest.fs {
+        Fs::Ext => {
+            e2fsck_clean(&part);
+            for f in &guest.files {
+                assert!(ext_cat(&part, &f.name) == f.bytes(), "{} differs", f.name);
+            }
+        }
+        Fs::Ntfs => {
+            let out = cmd("ntfsfix").arg("-n").arg(&part).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ntfsfix -n: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            for f in &guest.files {
+                let got = run(cmd("ntfscat").arg(&part).arg(&f.name));
+                assert!(got == f.bytes(), "{} differs", f.name);
+            }
+        }
+    }
+    same_outside(&guest.raw, back, free);
+}
+
+/// Asserts `a` and `b` (raw files of one size) hold the same bytes everywhere outside the
+/// sorted ranges `free`, comparing 1 MiB at a time.
+fn same_outside(a: &Path, b: &Path, free: &[(u64, u64)]) {
+    use std::os::unix::fs::FileExt;
+    let (fa, fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let len = fa.metadata().unwrap().len();
+    assert_eq!(len, fb.metadata().unwrap().len());
+    let (mut x, mut y) = (vec![0u8; MIB as usize], vec![0u8; MIB as usize]);
+    let mut k = 0;
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(MIB) as usize;
+        fa.read_exact_at(&mut x[..n], off).unwrap();
+        fb.read_exact_at(&mut y[..n], off).unwrap();
+        if x[..n] != y[..n] {
+            for i in 0..n {
+                let at = off + i as u64;
+                while k < free.len() && free[k].0 + free[k].1 <= at {
+                    k += 1;
+                }
+                let is_free = k < free.len() && free[k].0 <= at;
+                assert!(
+                    is_free || x[i] == y[i],
+                    "byte {at:#x} changed and is not free"
+                );
+            }
+        }
+        off += n as u64;
+    }
+}
+
+/// Our map of the original raw disk: the free ranges and the volume reports.
+fn map_of(raw: &Path) -> FreeMap {
+    FreeMap::read(&open_raw(raw)).unwrap()
+}
+
+fn full(free_space: bool) -> CompactOptions {
+    CompactOptions {
+        mode: CompactMode::Full,
+        free_space,
+    }
+}
+
+/// Compacts `image` into `out` (full mode).
+fn compact_to(image: &Path, out: &Path, free_space: bool, opts: &OpenOptions) -> CompactStats {
+    compact_copy(image, out, full(free_space), true, opts, None).unwrap()
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+#[test]
+fn ext_compaction_reclaims_deleted_files_exactly() {
+    if !have(&[
+        "mkfs.ext4",
+        "mkfs.ext2",
+        "debugfs",
+        "e2fsck",
+        "sgdisk",
+        "qemu-img",
+    ]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let live = vec![
+        GuestFile::new("a", 3 << 20, 1),
+        GuestFile::new("b", 1 << 20, 2),
+        GuestFile::new("c", 12345, 3),
+    ];
+    // (mkfs, args, partitioned): 56 MiB file systems with 36 MiB of deleted junk.
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("ext4", &["-b", "4096"], true),
+        ("ext4", &["-b", "4096", "-O", "^flex_bg"], false),
+        ("ext4", &["-b", "4096", "-O", "^64bit"], false),
+        ("ext4", &["-b", "1024"], false),
+        ("ext2", &["-b", "4096"], true),
+    ];
+    for (i, &(kind, args, parted)) in cases.iter().enumerate() {
+        let fs = dir.path().join(format!("fs{i}.img"));
+        ext_image(&fs, 56 * MIB, kind, args, &live, 36 << 20);
+        let raw = dir.path().join(format!("disk{i}.raw"));
+        let offset = if parted { MIB } else { 0 };
+        let table = parted.then_some(("gpt", "8300"));
+        place(&raw, 56 * MIB + 2 * offset, table, offset, &fs);
+        let guest = Guest {
+            raw: raw.clone(),
+            offset,
+            fs_len: 56 * MIB,
+            fs: Fs::Ext,
+            files: live.clone(),
+        };
+        let map = map_of(&raw);
+        assert_eq!(map.volumes.len(), 1);
+        assert_eq!(map.volumes[0].skipped, None, "{:?}", map.volumes[0]);
+        for format in ["vhdx", "vhd"] {
+            let what = format!("case {i} ({kind} {args:?}) {format}");
+            let img = dir.path().join(format!("d{i}.{format}"));
+            to_image(&raw, &img, format, "1M");
+            let plain = compact_to(
+                &img,
+                &dir.path().join("plain"),
+                false,
+                &OpenOptions::default(),
+            );
+            let out = dir.path().join(format!("out{i}.{format}"));
+            let s = compact_to(&img, &out, true, &OpenOptions::default());
+            assert!(s.free_space_pass && !plain.free_space_pass);
+            assert_eq!(s.volumes.len(), 1, "{what}");
+            let v = &s.volumes[0];
+            assert!(
+                v.blocks_released > 0 && v.skipped.is_none(),
+                "{what}: {v:?}"
+            );
+            assert_eq!(v.free_bytes, map.volumes[0].free_bytes);
+            assert_eq!(s.free_space_blocks_released, v.blocks_released);
+            // The junk is gone: the file holds the live files, the file system's metadata
+            // and journal, and block slack.
+            assert!(
+                s.file_len_after + 30 * MIB <= plain.file_len_after,
+                "{what}: {} vs zero-only {}",
+                s.file_len_after,
+                plain.file_len_after
+            );
+            assert!(s.file_len_after <= 24 * MIB, "{what}: {}", s.file_len_after);
+            // A dry run foresees the same.
+            let dry =
+                vhdx_core::write::compact::compact_dry_run(&Disk::open(&img).unwrap(), full(true))
+                    .unwrap();
+            assert_eq!(dry.file_len_after, s.file_len_after, "{what}");
+            assert_eq!(dry.volumes, s.volumes, "{what}");
+            let back = qemu_back(&out, format, dir.path());
+            verify(&guest, &back, map.ranges());
+            eprintln!(
+                "{what}: {} -> {} (zero-only {})",
+                file_len(&img),
+                s.file_len_after,
+                plain.file_len_after
+            );
+        }
+    }
+}
+
+/// Marks an NTFS image dirty: sets VOLUME_IS_DIRTY in `$Volume`'s `$VOLUME_INFORMATION`
+/// (file record 3), found through the boot sector, as chkdsk-pending Windows leaves it.
+fn set_ntfs_dirty(img: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut boot = [0u8; 512];
+    f.read_exact_at(&mut boot, 0).unwrap();
+    let bps = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
+    let cluster = bps * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[48..56].try_into().unwrap()) * cluster;
+    let rec = mft + 3 * 1024;
+    let mut r = vec![0u8; 1024];
+    f.read_exact_at(&mut r, rec).unwrap();
+    assert_eq!(&r[..4], b"FILE");
+    let mut at = usize::from(u16::from_le_bytes([r[20], r[21]]));
+    loop {
+        let ty = u32::from_le_bytes(r[at..at + 4].try_into().unwrap());
+        assert_ne!(ty, 0xFFFF_FFFF, "no $VOLUME_INFORMATION");
+        let len = u32::from_le_bytes(r[at + 4..at + 8].try_into().unwrap()) as usize;
+        if ty == 0x70 {
+            let value = at + usize::from(u16::from_le_bytes([r[at + 20], r[at + 21]]));
+            let flags = value + 10;
+            assert!(flags % 512 < 510, "the flags straddle a sector end");
+            r[flags] |= 1;
+            f.write_all_at(&r[flags..flags + 1], rec + flags as u64)
+                .unwrap();
+            return;
+        }
+        at += len;
+    }
+}
+
+#[test]
+fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
+    if !have(&[
+        "mkntfs",
+        "ntfscp",
+        "ntfsls",
+        "ntfstruncate",
+        "ntfscat",
+        "ntfsfix",
+        "sfdisk",
+        "qemu-img",
+    ]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let live = vec![
+        GuestFile::new("live1", 2 << 20, 11),
+        GuestFile::new("live2", 700_000, 12),
+    ];
+    let fs = dir.path().join("ntfs.img");
+    ntfs_image(&fs, 48 * MIB, &live, 30 << 20);
+    let raw = dir.path().join("disk.raw");
+    // MBR: NTFS in partition 1, a BitLocker signature volume full of junk in partition 2.
+    place(&raw, 80 * MIB, Some(("mbr", "7")), MIB, &fs);
+    let bl = dir.path().join("bl.img");
+    let mut b = junk(24 << 20, 5);
+    b[3..11].copy_from_slice(b"-FVE-FS-");
+    std::fs::write(&bl, &b).unwrap();
+    {
+        // A second partition after the first.
+        let script = format!(
+            "label: dos\nstart=2048, size={}, type=7\nstart={}, size={}, type=7\n",
+            48 * MIB / 512,
+            50 * MIB / 512,
+            24 * MIB / 512
+        );
+        let mut c = cmd("sfdisk");
+        c.arg("-q").arg(&raw).stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    dd_into(&raw, 50 * MIB, &bl);
+    let guest = Guest {
+        raw: raw.clone(),
+        offset: MIB,
+        fs_len: 48 * MIB,
+        fs: Fs::Ntfs,
+        files: live.clone(),
+    };
+    let map = map_of(&raw);
+    let kinds: Vec<_> = map
+        .volumes
+        .iter()
+        .map(|v| (v.file_system, v.skipped))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (VolumeKind::Ntfs, None),
+            (VolumeKind::BitLocker, Some(SkipKind::Encrypted))
+        ]
+    );
+    // Our count of free bytes is ntfs-3g's.
+    let info = String::from_utf8(run(cmd("ntfscluster").arg("-i").arg(&fs))).unwrap();
+    let theirs: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes of free space"))
+        .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
+        .unwrap();
+    assert_eq!(map.volumes[0].free_bytes, Some(theirs));
+    for format in ["vhdx", "vhd"] {
+        let img = dir.path().join(format!("d.{format}"));
+        to_image(&raw, &img, format, "1M");
+        let plain = compact_to(
+            &img,
+            &dir.path().join("plain"),
+            false,
+            &OpenOptions::default(),
+        );
+        let out = dir.path().join(format!("out.{format}"));
+        let s = compact_to(&img, &out, true, &OpenOptions::default());
+        assert_eq!(s.volumes[1].skipped, Some(SkipKind::Encrypted));
+        assert_eq!(s.volumes[1].blocks_released, 0);
+        assert!(s.volumes[0].blocks_released > 0, "{:?}", s.volumes[0]);
+        assert!(
+            s.file_len_after + 25 * MIB <= plain.file_len_after,
+            "{format}: {} vs zero-only {}",
+            s.file_len_after,
+            plain.file_len_after
+        );
+        let back = qemu_back(&out, format, dir.path());
+        verify(&guest, &back, map.ranges());
+        eprintln!(
+            "ntfs {format}: {} -> {} (zero-only {})",
+            file_len(&img),
+            s.file_len_after,
+            plain.file_len_after
+        );
+    }
+    // Dirty: skipped, and the compacted copy reads exactly as the original.
+    set_ntfs_dirty(&fs);
+    dd_into(&raw, MIB, &fs);
+    let map = map_of(&raw);
+    assert_eq!(
+        map.volumes[0].skipped,
+        Some(SkipKind::Dirty),
+        "{:?}",
+        map.volumes[0]
+    );
+    let img = dir.path().join("dirty.vhdx");
+    to_image(&raw, &img, "vhdx", "1M");
+    let out = dir.path().join("dirty-out.vhdx");
+    let s = compact_to(&img, &out, true, &OpenOptions::default());
+    assert_eq!(s.free_space_blocks_released, 0);
+    same_outside(&raw, &qemu_back(&out, "vhdx", dir.path()), &[]);
+}
+
+#[test]
+fn ext4_needing_recovery_is_skipped_and_kept_whole() {
+    if !have(&["mkfs.ext4", "debugfs", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = dir.path().join("fs.img");
+    ext_image(
+        &fs,
+        40 * MIB,
+        "ext4",
+        &["-b", "4096"],
+        &[GuestFile::new("a", 1 << 20, 1)],
+        24 << 20,
+    );
+    debugfs_w(&fs, "feature needs_recovery");
+    let map = map_of(&fs);
+    assert_eq!(
+        map.volumes[0].skipped,
+        Some(SkipKind::NeedsRecovery),
+        "{:?}",
+        map.volumes[0]
+    );
+    assert!(map.is_empty());
+    for format in ["vhdx", "vhd"] {
+        let img = dir.path().join(format!("d.{format}"));
+        to_image(&fs, &img, format, "1M");
+        let out = dir.path().join(format!("out.{format}"));
+        let s = compact_to(&img, &out, true, &OpenOptions::default());
+        assert_eq!(s.free_space_blocks_released, 0);
+        assert_eq!(s.volumes[0].skipped, Some(SkipKind::NeedsRecovery));
+        assert!(s.volumes[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("needs_recovery"));
+        same_outside(&fs, &qemu_back(&out, format, dir.path()), &[]);
     }
 }
