@@ -84,6 +84,9 @@ pub fn render(out: &mut dyn Write, s: &ResizeStats) -> io::Result<()> {
             size(s.bytes_moved)
         ));
     }
+    if s.gpt_relocated {
+        line.push_str("; backup GPT moved to the new end");
+    }
     writeln!(out, "{line}")?;
     if let Some(note) = &s.note {
         writeln!(out, "  note: {note}")?;

@@ -90,7 +90,7 @@ pub enum GptHeaderCopy {
 }
 
 /// CRC32 (IEEE) of `data` with the 4 bytes at `field` taken as zero.
-fn crc32_with_zeroed_field(data: &[u8], field: usize) -> u32 {
+pub(super) fn crc32_with_zeroed_field(data: &[u8], field: usize) -> u32 {
     let mut h = crc32fast::Hasher::new();
     let (before, rest) = data.split_at(field.min(data.len()));
     h.update(before);
@@ -100,9 +100,9 @@ fn crc32_with_zeroed_field(data: &[u8], field: usize) -> u32 {
 }
 
 /// A header and its entry array, both checked.
-struct GptCopy {
-    header: GptHeader,
-    entries: Vec<u8>,
+pub(super) struct GptCopy {
+    pub(super) header: GptHeader,
+    pub(super) entries: Vec<u8>,
 }
 
 /// Reads the GPT of `disk` (sector size `sector`). `Ok(None)` when neither LBA 1 nor the
@@ -207,7 +207,7 @@ pub fn read(disk: &VolumeReader<'_>, sector: u64) -> Result<Option<Table>> {
 
 /// Reads and checks the header at `lba` and its entry array. `Ok(None)` when the sector
 /// does not carry the signature (or `lba` is not on the disk).
-fn read_copy(
+pub(super) fn read_copy(
     disk: &VolumeReader<'_>,
     sector: u64,
     lba: u64,

@@ -5,6 +5,7 @@
 //! - [`partition`]: which table (none, MBR, GPT, protective MBR only) and its entries;
 //!   [`mbr`] and [`gpt`] parse the two schemes.
 //! - [`volume`]: file system detection by magic bytes ([`VolumeKind`]).
+//! - [`relocate`]: what a resize must respect (partition ends) and the GPT edits it needs.
 //! - [`window`]: [`VolumeReader`], a bounds-checked byte window over one volume with
 //!   positional reads and `Read + Seek`, for our parsers and for crates that want a stream.
 //!
@@ -23,6 +24,7 @@ pub mod freespace;
 pub mod gpt;
 pub mod mbr;
 pub mod partition;
+pub mod relocate;
 pub mod volume;
 pub mod window;
 

@@ -99,6 +99,9 @@ pub struct ResizeStats {
     pub bytes_moved: u64,
     /// Seconds the resize took.
     pub seconds: f64,
+    /// Whether the disk holds a GPT whose backup copy was moved to the new end (the
+    /// primary header and the protective MBR updated to match).
+    pub gpt_relocated: bool,
     /// A remark (nothing to do; what QEMU will report for an old VHD creator).
     pub note: Option<String>,
 }
@@ -146,6 +149,15 @@ fn run(
     let closed = disk.close();
     let mut stats = r?;
     closed?;
+    if stats.size_after >= stats.size_before {
+        // A grown GPT disk gets its backup copy at the new end now that the end is there
+        // (and an interrupted resize of either kind gets it finished).
+        let disk = WritableDisk::open(path, opts)?;
+        let r = disk.fit_gpt(stats.size_after);
+        let closed = disk.close();
+        stats.gpt_relocated |= r.map_err(|e| e.in_file(path))?;
+        closed?;
+    }
     stats.file_len_after = std::fs::metadata(path)
         .map_err(|e| Error::io(e, "reading the file length").in_file(path))?
         .len();
@@ -173,7 +185,14 @@ impl Work<'_> {
 /// logical sector holding a non-zero byte) and the granule a minimum size is rounded to (the
 /// block size; 1 MiB for fixed disks). Dynamic and differencing disks: only their allocated
 /// blocks are read, the last first; fixed disks: every range the file stores, from the end.
-fn used_end(disk: &Disk, lay: Option<&Layout>, work: &mut Work<'_>) -> Result<(u64, u64)> {
+/// Bytes in the `ignore` ranges (virtual, `(start, end)`: the backup GPT copies, which are
+/// table structures rather than data) count as zeros.
+fn used_end(
+    disk: &Disk,
+    lay: Option<&Layout>,
+    ignore: &[(u64, u64)],
+    work: &mut Work<'_>,
+) -> Result<(u64, u64)> {
     let size = disk.size();
     let lss = u64::from(disk.logical_sector_size());
     let mut buf = vec![0u8; 4 << 20];
@@ -200,7 +219,11 @@ fn used_end(disk: &Disk, lay: Option<&Layout>, work: &mut Work<'_>) -> Result<(u
         })?;
         work.total += data.iter().map(|d| d.1).sum::<u64>();
         for &(start, len) in data.iter().rev() {
-            let read = |b: &mut [u8], o: u64| disk.read_at(b, start + o);
+            let read = |b: &mut [u8], o: u64| {
+                disk.read_at(b, start + o)?;
+                blank(b, start + o, ignore);
+                Ok(())
+            };
             if let Some(end) = last_nonzero(len, lss, &mut buf, work, read)? {
                 return Ok((start + end, MIB));
             }
@@ -228,13 +251,26 @@ fn used_end(disk: &Disk, lay: Option<&Layout>, work: &mut Work<'_>) -> Result<(u
         let read = |b: &mut [u8], o: u64| {
             storage
                 .read_at_zero_tail(b, data + o)
-                .map_err(|e| Error::read_failed("block payload", data + o, e))
+                .map_err(|e| Error::read_failed("block payload", data + o, e))?;
+            blank(b, start + o, ignore);
+            Ok(())
         };
         if let Some(end) = last_nonzero(len, lss, &mut buf, work, read)? {
             return Ok((start + end, bs));
         }
     }
     Ok((0, bs))
+}
+
+/// Zeroes the bytes of `buf` (read at virtual offset `at`) that fall in the `ignore` ranges.
+fn blank(buf: &mut [u8], at: u64, ignore: &[(u64, u64)]) {
+    let end = at + buf.len() as u64;
+    for &(a, b) in ignore {
+        let (a, b) = (a.max(at), b.min(end));
+        if a < b {
+            buf[(a - at) as usize..(b - at) as usize].fill(0);
+        }
+    }
 }
 
 /// The end of the last `lss`-byte sector of the `len` bytes `read(buf, offset)` gives that
@@ -269,14 +305,7 @@ impl WritableDisk {
             .file
             .len()
             .map_err(|e| Error::io(e, "reading the file length"))?;
-        let lay = match d.image() {
-            Image::Vhdx(v) => Some(layout::vhdx_layout(v, &*self.journal)?),
-            Image::Vhd(v) => layout::vhd_layout(v, &*self.journal)?,
-            Image::Raw(_) => None,
-        };
-        if let Some(l) = &lay {
-            l.validate("block layout")?;
-        }
+        let lay = self.layout()?;
         let mut work = Work {
             done: 0,
             total: 0,
@@ -287,8 +316,11 @@ impl WritableDisk {
             Goal::Size(s) => s < old || d.disk_type() != DiskType::Fixed,
             Goal::Minimum => true,
         };
+        // Partitions are never cut, and a GPT keeps room for its backup copy.
+        let bounds = crate::guest::relocate::bounds(d)?;
         let (used, minimum) = if scan {
-            let (used, granule) = used_end(d, lay.as_ref(), &mut work)?;
+            let (used, granule) = used_end(d, lay.as_ref(), &bounds.gpt_backups, &mut work)?;
+            let used = used.max(bounds.min_size());
             (used, Some(round_up(used.max(1), granule)?.min(old)))
         } else {
             (old, None)
@@ -297,6 +329,9 @@ impl WritableDisk {
             (Goal::Size(s), _) => s,
             (Goal::Minimum, m) => m.unwrap_or(old),
         };
+        if new < old {
+            bounds.check(new)?;
+        }
         self.check_size(old, new, used, matches!(goal, Goal::Minimum))?;
         let mut stats = ResizeStats {
             path: self.path.display().to_string(),
@@ -311,12 +346,22 @@ impl WritableDisk {
             blocks_moved: 0,
             bytes_moved: 0,
             seconds: 0.0,
+            gpt_relocated: false,
             note: None,
         };
         if new == old {
             stats.note = Some(format!("the disk already has {new} bytes: nothing to do"));
             work.add(work.total.saturating_sub(work.done));
             return Ok(stats);
+        }
+        let mut lay = lay;
+        if new < old {
+            // The backup GPT moves inside the disk before the end is cut off (which may
+            // allocate a block: the layout is read again).
+            stats.gpt_relocated = self.fit_gpt(new)?;
+            if stats.gpt_relocated {
+                lay = self.layout()?;
+            }
         }
         let mut st = self.state();
         let engine = &mut st.engine;
@@ -347,6 +392,42 @@ impl WritableDisk {
         }
         work.add(work.total.saturating_sub(work.done));
         Ok(stats)
+    }
+
+    /// Where every block and structure of the file lies (checked: nothing overlaps).
+    fn layout(&self) -> Result<Option<Layout>> {
+        let lay = match self.disk.image() {
+            Image::Vhdx(v) => Some(layout::vhdx_layout(v, &*self.journal)?),
+            Image::Vhd(v) => layout::vhd_layout(v, &*self.journal)?,
+            Image::Raw(_) => None,
+        };
+        if let Some(l) = &lay {
+            l.validate("block layout")?;
+        }
+        Ok(lay)
+    }
+
+    /// Fits a GPT to a disk of `size` bytes ([`crate::guest::relocate::gpt_move`]): the new
+    /// backup copy, flushed; then the primary header and protective MBR, flushed; then the
+    /// old backup copy zeroed when it stays inside the disk. Every step leaves a valid GPT.
+    /// Whether anything was written.
+    fn fit_gpt(&self, size: u64) -> Result<bool> {
+        let Some(m) = crate::guest::relocate::gpt_move(&self.disk, size)? else {
+            return Ok(false);
+        };
+        for (at, bytes) in &m.backup {
+            self.write_at(bytes, *at)?;
+        }
+        self.flush()?;
+        for (at, bytes) in &m.primary {
+            self.write_at(bytes, *at)?;
+        }
+        self.flush()?;
+        if let Some((at, len)) = m.stale {
+            self.write_at(&vec![0u8; len as usize], at)?;
+            self.flush()?;
+        }
+        Ok(true)
     }
 
     /// Refuses sizes the format cannot hold, a differencing disk that would leave its

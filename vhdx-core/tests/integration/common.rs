@@ -24,6 +24,31 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
+/// Whether every one of `tools` is installed (on `PATH`, or in /sbin or /usr/sbin where
+/// Debian puts mkfs and partitioning tools); under CI a missing tool fails the test instead
+/// (scripts/test.sh installs them).
+pub fn have_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("PATH=$PATH:/sbin:/usr/sbin command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{missing:?} missing under CI (scripts/test.sh installs them)"
+    );
+    eprintln!("skipping: {missing:?} not installed");
+    false
+}
+
 /// ../shared/testdata/real, if present. Under CI its absence is a failure.
 pub fn shared_real() -> Option<PathBuf> {
     let p = workspace().join("../shared/testdata/real");

@@ -13,6 +13,7 @@ mod merge;
 mod mutate;
 mod relink;
 mod resize;
+mod resize_partitions;
 mod vhd_read;
 mod vhdx_log;
 mod vhdx_read;

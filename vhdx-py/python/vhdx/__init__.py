@@ -500,7 +500,9 @@ def resize(
     Returns the object ``vhdx resize --json`` prints: ``path``, ``format``, ``disk_type``,
     ``size_before``, ``size_after``, ``minimum_size`` (None when a fixed disk grows without
     a scan), ``file_len_before``, ``file_len_after``, ``block_table_grown``,
-    ``blocks_moved``, ``bytes_moved``, ``seconds`` and ``note``.
+    ``blocks_moved``, ``bytes_moved``, ``seconds``, ``gpt_relocated`` (the backup GPT
+    moved to the new end) and ``note``. Partitions are never cut: a shrink below the end of
+    the last partition (plus a GPT's backup copy) is refused, and ``to_minimum`` stops there.
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
