@@ -8,6 +8,9 @@
 //! - [`relocate`]: what a resize must respect (partition ends) and the GPT edits it needs.
 //! - [`window`]: [`VolumeReader`], a bounds-checked byte window over one volume with
 //!   positional reads and `Read + Seek`, for our parsers and for crates that want a stream.
+//! - [`ntfs_file`]: facts about one file of an NTFS volume (through the `ntfs` crate).
+//! - [`odx`]: [`odx_check`], ODX (offloaded data transfer) eligibility with one finding per
+//!   rule.
 //!
 //! ```no_run
 //! use vhdx_core::{guest, Disk};
@@ -23,11 +26,16 @@
 pub mod freespace;
 pub mod gpt;
 pub mod mbr;
+pub mod ntfs_file;
+pub mod odx;
 pub mod partition;
 pub mod relocate;
 pub mod volume;
 pub mod window;
 
+pub use odx::{
+    odx_check, odx_check_disk, Controller, OdxFinding, OdxOptions, OdxReport, OdxRule, OdxStatus,
+};
 pub use partition::{Partition, PartitionTable, Scheme};
 pub use volume::VolumeKind;
 pub use window::VolumeReader;

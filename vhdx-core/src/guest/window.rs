@@ -1,7 +1,8 @@
 //! A byte window over a virtual disk: one partition (or the whole disk) seen as its own
-//! device. [`VolumeReader`] offers positional reads for our own parsers and `std::io::Read`
-//! + `Seek` for crates that want a stream (the `ntfs` crate). Every read is bounds-checked
-//! against the window, so nothing a volume's structures say can reach bytes outside it.
+//! device. [`VolumeReader`] offers positional reads for our own parsers, and the standard
+//! `Read` and `Seek` traits for crates that want a stream (the `ntfs` crate). Every read is
+//! bounds-checked against the window, so nothing a volume's structures say can reach bytes
+//! outside it.
 
 use crate::disk::VirtualDisk;
 use crate::error::{Error, ErrorKind, Result};
