@@ -62,6 +62,8 @@ enum Command {
     Resize(cmd::resize::ResizeArgs),
     /// Whether two disks read the same; exit 1 and the first differing offset when not.
     Compare(cmd::compare::CompareArgs),
+    /// Whether Hyper-V can offload copies (ODX) for the disk; exit 1 when it cannot.
+    OdxCheck(cmd::odx_check::OdxCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::SetParent(a) => cmd::set_parent::run(a),
         Command::Resize(a) => cmd::resize::run(a),
         Command::Compare(a) => cmd::compare::run(a),
+        Command::OdxCheck(a) => cmd::odx_check::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

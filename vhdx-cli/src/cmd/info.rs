@@ -8,6 +8,7 @@ use crate::output::{print_json, size, size_exact, Fields};
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use vhdx_core::guest::GuestLayout;
 use vhdx_core::ops::info::{ChainUsage, ParentInfo};
 use vhdx_core::{Format, Info};
 
@@ -178,6 +179,11 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
         (None, Some(note)) => writeln!(out, "chain usage: {note}")?,
         (None, None) => {}
     }
+    match (&info.guest, &info.guest_note) {
+        (Some(g), _) => render_guest(out, g)?,
+        (None, Some(note)) => writeln!(out, "guest: {note}")?,
+        (None, None) => {}
+    }
     if !info.warnings.is_empty() {
         writeln!(out, "warnings:")?;
         for w in &info.warnings {
@@ -186,6 +192,65 @@ pub fn render(out: &mut dyn Write, info: &Info) -> io::Result<()> {
                 None => writeln!(out, "  {}: {}", w.structure, w.message)?,
             }
         }
+    }
+    Ok(())
+}
+
+/// What the guest sees: the partition table, then one line per volume (number, offset,
+/// size, partition type, file system, GPT name), then what the table reading tolerated.
+fn render_guest(out: &mut dyn Write, g: &GuestLayout) -> io::Result<()> {
+    writeln!(out, "partition table: {}", g.table)?;
+    if g.volumes.is_empty() {
+        writeln!(out, "volumes: none")?;
+    } else {
+        let mut rows = vec![[
+            "#".to_string(),
+            "offset (bytes)".to_string(),
+            "size".to_string(),
+            "type".to_string(),
+            "file system".to_string(),
+            "name".to_string(),
+        ]];
+        for v in &g.volumes {
+            let (ty, name) = match &v.partition {
+                Some(p) => {
+                    let code = match (p.mbr_type, p.type_guid) {
+                        (Some(t), _) => format!("{t:#04x}"),
+                        (None, Some(g)) => g.to_string(),
+                        (None, None) => String::new(),
+                    };
+                    let ty = match p.type_name {
+                        Some(n) if p.mbr_type.is_some() => format!("{code} {n}"),
+                        Some(n) => n.to_string(),
+                        None => code,
+                    };
+                    (ty, p.name.clone().unwrap_or_default())
+                }
+                None => ("(whole disk)".to_string(), String::new()),
+            };
+            rows.push([
+                v.number.to_string(),
+                v.offset.to_string(),
+                size(v.length),
+                ty,
+                v.kind.to_string(),
+                name,
+            ]);
+        }
+        writeln!(out, "volumes:")?;
+        let widths: Vec<usize> = (0..6)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let mut line = String::from(" ");
+            for (c, cell) in r.iter().enumerate() {
+                line.push_str(&format!(" {cell:<w$}", w = widths[c]));
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    for w in &g.warnings {
+        writeln!(out, "  warning: {w}")?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod flatten;
 pub mod info;
 pub mod map;
 pub mod merge;
+pub mod odx_check;
 pub mod resize;
 pub mod set_parent;
 pub mod trim;

@@ -349,6 +349,12 @@ impl Disk {
                 Err(note) => info.chain_usage_note = Some(note),
             }
         }
+        // What the guest sees; a disk whose guest cannot be read (a parent missing, a
+        // damaged partition table) still gets its info, with the reason as a note.
+        match crate::guest::inspect(self) {
+            Ok(layout) => info.guest = Some(layout),
+            Err(e) => info.guest_note = Some(format!("the guest layout cannot be read: {e}")),
+        }
         Ok(info)
     }
 

@@ -315,7 +315,9 @@ fn host_findings(path: &Path, out: &mut Vec<OdxFinding>) -> Result<()> {
             OdxRule::HostFileSparse,
             OdxStatus::Fail,
             format!(
-                "the image file is sparse: {} of its {} bytes are holes{alloc}",
+                "the image file is sparse: {} of its {} bytes are holes{alloc}; a copy that \
+                 writes every byte (cp --sparse=never, or a plain copy to the Windows host) \
+                 is not",
                 h.hole_bytes, h.length
             ),
         )

@@ -315,6 +315,11 @@ pub struct Info {
     pub chain_usage: Option<ChainUsage>,
     /// Why `chain_usage` is missing for a differencing disk, and how to get it.
     pub chain_usage_note: Option<String>,
+    /// What the guest sees: the partition table and the volumes with their file systems
+    /// (through the chain); `None` when it cannot be read (see `guest_note`).
+    pub guest: Option<crate::guest::GuestLayout>,
+    /// Why `guest` is missing, when it is.
+    pub guest_note: Option<String>,
     /// Problems tolerated on open.
     pub warnings: Vec<Finding>,
 }
@@ -341,6 +346,8 @@ impl Info {
             chain: Vec::new(),
             chain_usage: None,
             chain_usage_note: None,
+            guest: None,
+            guest_note: None,
             warnings: Vec::new(),
         }
     }
