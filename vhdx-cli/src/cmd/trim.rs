@@ -3,6 +3,11 @@
 //! [`vhdx_core::WritableDisk::trim`]): whole blocks are freed, the rest is zeroed by punching
 //! holes in the host file. The disk is opened for writing (locked against QEMU and other
 //! writers), trimmed, and closed, so the change is durable when the command returns.
+//!
+//! `vhdx trim FILE --free-space`: trims, instead of one range, the free space of every guest
+//! volume whose allocation map is understood (ext2/3/4, NTFS; see
+//! [`vhdx_core::guest::freespace`]) where the file stores it, as `fstrim` in the guest would,
+//! and reports each volume (bytes trimmed, or skipped and why).
 
 use super::create::parse_size;
 use super::{ChainArgs, CliError};
@@ -21,12 +26,16 @@ pub struct TrimArgs {
     pub file: PathBuf,
 
     /// Start of the range in the virtual disk, in bytes or with a K, M, G or T suffix.
-    #[arg(value_name = "OFFSET", value_parser = parse_size)]
-    pub offset: u64,
+    #[arg(value_name = "OFFSET", value_parser = parse_size, required_unless_present = "free_space", conflicts_with = "free_space")]
+    pub offset: Option<u64>,
 
     /// Length of the range, in bytes or with a K, M, G or T suffix.
-    #[arg(value_name = "LENGTH", value_parser = parse_size)]
-    pub length: u64,
+    #[arg(value_name = "LENGTH", value_parser = parse_size, required_unless_present = "free_space")]
+    pub length: Option<u64>,
+
+    /// Trim the free space of the guest's file systems (ext2/3/4, NTFS) instead of a range.
+    #[arg(long)]
+    pub free_space: bool,
 
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -75,10 +84,13 @@ pub fn file_usage(path: &Path) -> Result<(u64, Option<u64>), CliError> {
 
 /// Runs `vhdx trim`.
 pub fn run(args: &TrimArgs) -> Result<u8, CliError> {
+    let (Some(offset), Some(length)) = (args.offset, args.length) else {
+        return run_free_space(args);
+    };
     let disk = Disk::open_rw(&args.file, &args.chain.open_options(true))?;
     let (file_len_before, host_bytes_before) = file_usage(&args.file)?;
     let virtual_size = disk.disk().size();
-    let trimmed = disk.trim(args.offset, args.length);
+    let trimmed = disk.trim(offset, length);
     // Closed even after a failed trim, so the earlier commits are made durable and the lock
     // is released; the trim's error is the one reported.
     let closed = disk.close();
@@ -87,8 +99,8 @@ pub fn run(args: &TrimArgs) -> Result<u8, CliError> {
     let (file_len_after, host_bytes_after) = file_usage(&args.file)?;
     let report = TrimReport {
         path: args.file.display().to_string(),
-        offset: args.offset,
-        length: args.length,
+        offset,
+        length,
         virtual_size,
         file_len_before,
         file_len_after,
@@ -103,6 +115,68 @@ pub fn run(args: &TrimArgs) -> Result<u8, CliError> {
         render(&mut out, &report)?;
     }
     out.flush()?;
+    Ok(EXIT_OK)
+}
+
+/// What `vhdx trim --free-space` did (the `--json` output).
+#[derive(Debug, Serialize)]
+pub struct FreeSpaceTrimReport {
+    /// The image.
+    pub path: String,
+    /// Virtual size of the disk.
+    pub virtual_size: u64,
+    /// Free bytes trimmed, over all volumes.
+    pub bytes_trimmed: u64,
+    /// File length before.
+    pub file_len_before: u64,
+    /// File length after (unchanged: `vhdx compact` shrinks the file).
+    pub file_len_after: u64,
+    /// Bytes the file occupied on the host before, when known.
+    pub host_bytes_before: Option<u64>,
+    /// Bytes the file occupies on the host after, when known.
+    pub host_bytes_after: Option<u64>,
+    /// Per guest volume: `volume`, `offset`, `length`, `file_system`, `free_bytes`,
+    /// `bytes_reclaimed` (the free bytes trimmed), `skipped` and `reason`.
+    pub volumes: Vec<vhdx_core::guest::freespace::VolumeFreeSpace>,
+}
+
+/// Runs `vhdx trim FILE --free-space`.
+fn run_free_space(args: &TrimArgs) -> Result<u8, CliError> {
+    let disk = Disk::open_rw(&args.file, &args.chain.open_options(true))?;
+    let (file_len_before, host_bytes_before) = file_usage(&args.file)?;
+    let virtual_size = disk.disk().size();
+    let trimmed = crate::progress::with_progress("trimming free space", |progress| {
+        vhdx_core::guest::freespace::trim_free_space(&disk, progress)
+    });
+    let closed = disk.close();
+    let volumes = trimmed?;
+    closed?;
+    let (file_len_after, host_bytes_after) = file_usage(&args.file)?;
+    let report = FreeSpaceTrimReport {
+        path: args.file.display().to_string(),
+        virtual_size,
+        bytes_trimmed: volumes.iter().map(|v| v.bytes_reclaimed).sum(),
+        file_len_before,
+        file_len_after,
+        host_bytes_before,
+        host_bytes_after,
+        volumes,
+    };
+    crate::output::emit(args.json, &report, |out| {
+        let host = host_change(report.host_bytes_before, report.host_bytes_after)
+            .map(|h| format!("; host allocation {h}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "trimmed the free space of {}: {} now reads as zeros{host}",
+            report.path,
+            size(report.bytes_trimmed)
+        )?;
+        if report.volumes.is_empty() {
+            writeln!(out, "  no volume found")?;
+        }
+        super::compact::render_volumes(out, &report.volumes, false)
+    })?;
     Ok(EXIT_OK)
 }
 
