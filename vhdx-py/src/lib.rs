@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vhdx_core::write::compact::{compact_copy, CompactMode};
+use vhdx_core::write::compact::{compact_copy, CompactMode, CompactOptions};
 use vhdx_core::{Disk, Error, OpenOptions, ParentPolicy, VirtualDisk, WritableDisk};
 
 pyo3::import_exception!(io, UnsupportedOperation);
@@ -307,6 +307,18 @@ impl NativeDisk {
         Ok(())
     }
 
+    /// Trims the free space of every understood guest volume (ext2/3/4, NTFS) where this
+    /// file stores it (see `vhdx_core::guest::freespace::trim_free_space`) and returns the
+    /// JSON text of the per-volume outcomes. The GIL is released.
+    fn trim_free_space(&self, py: Python<'_>) -> PyResult<String> {
+        let disk = self.writer()?;
+        let volumes = py
+            .detach(|| vhdx_core::guest::freespace::trim_free_space(&disk, None))
+            .map_err(|e| to_py_err(py, e))?;
+        self.wrote.store(true, Ordering::Relaxed);
+        json(&volumes)
+    }
+
     /// Commits every earlier write and makes it durable (the data, then the metadata that
     /// makes it visible). Nothing to do on a disk opened read-only.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
@@ -454,10 +466,11 @@ fn with_progress<T: Send>(
 /// Compacts the disk at `path` (see `vhdx_core::write::compact`) and returns what was done
 /// as the JSON text of `CompactStats`: in place, or into a compacted copy at `out` (the
 /// input is left as it was; an existing `out` is replaced only with `overwrite`), or with
-/// `dry_run` only measured. `mode` is `"quick"`, `"full"` or `"retrim"`. The GIL is released
-/// for the whole work; `progress(done, total)` is called as it advances.
+/// `dry_run` only measured. `mode` is `"quick"`, `"full"` or `"retrim"`; `free_space` lets
+/// full mode release the blocks holding only guest free space. The GIL is released for the
+/// whole work; `progress(done, total)` is called as it advances.
 #[pyfunction]
-#[pyo3(signature = (path, mode = "full", out = None, dry_run = false, overwrite = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[pyo3(signature = (path, mode = "full", out = None, dry_run = false, overwrite = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None, free_space = true))]
 #[allow(clippy::too_many_arguments)]
 fn compact(
     py: Python<'_>,
@@ -470,8 +483,10 @@ fn compact(
     parent_policy: &str,
     ignore_id_mismatch: bool,
     progress: Option<Py<PyAny>>,
+    free_space: bool,
 ) -> PyResult<String> {
     let mode: CompactMode = mode.parse().map_err(|e| to_py_err(py, e))?;
+    let mode = CompactOptions { mode, free_space };
     let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
     let stats = with_progress(py, progress.as_ref(), |update| {
         match &out {

@@ -196,14 +196,17 @@ def compact(
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
     progress: Optional[Callable[[int, int], object]] = None,
+    free_space: bool = True,
 ) -> dict[str, Any]:
     """Gives back the space of the blocks of the disk at ``path`` that hold no live data,
     like ``vhdx compact``, and returns what was done.
 
     ``mode``: ``"quick"`` moves blocks into the holes of the file and truncates it;
     ``"full"`` first releases every block that reads as zeros (in a differencing disk: where
-    the parent reads zeros too, else, in a VHDX, the block is marked zero), then does what
-    quick does; ``"retrim"`` moves nothing and punches holes in the host file where no block
+    the parent reads zeros too, else, in a VHDX, the block is marked zero) and, unless
+    ``free_space=False``, every block that holds only free space of the guest's ext2/3/4
+    and NTFS volumes (read from their own allocation maps; volumes not understood or not
+    clean are skipped and keep every byte), then does what quick does; ``"retrim"`` moves nothing and punches holes in the host file where no block
     or structure lies (the file keeps its length). The disk reads the same afterwards, byte
     for byte; a VHDX keeps its data identity, so differencing children stay linked.
 
@@ -230,8 +233,10 @@ def compact(
     ``host_bytes_after`` (bytes the file occupies on the host; None when unknown, and for
     dry runs), ``bytes_reclaimed`` (file length given back; for retrim the bytes of the
     holes punched), ``blocks_moved``, ``bytes_moved``, ``zero_blocks_released``,
-    ``seconds``, ``note`` (why nothing could be done, or a remark) and any other field the
-    core reports.
+    ``free_space_pass``, ``free_space_blocks_released``, ``volumes`` (one dict per guest
+    volume, as :meth:`Disk.trim_free_space` returns, with ``blocks_released`` and
+    ``bytes_reclaimed`` of this compaction), ``seconds``, ``note`` (why nothing could be
+    done, or a remark) and any other field the core reports.
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, not {type(progress).__name__}")
@@ -257,6 +262,7 @@ def compact(
             parent_policy,
             ignore_id_mismatch,
             progress,
+            free_space,
         )
     )
     return {"path": os.fspath(path), "output": None if out is None else os.fspath(out), **stats}
