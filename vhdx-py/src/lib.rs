@@ -796,6 +796,38 @@ fn create_disk(
         .map_err(|e| to_py_err(py, e))
 }
 
+/// Checks whether Hyper-V could offload copies (ODX) for the disk at `path` (see
+/// `vhdx_core::guest::odx`): every file of its chain on the host, the controller, the guest
+/// volumes (all, or `volume`) and the guest `files` on that volume. Returns the JSON text
+/// of `OdxReport`. The GIL is released for the whole work.
+#[pyfunction]
+#[pyo3(signature = (path, volume = None, files = Vec::new(), controller = "scsi", parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false))]
+#[allow(clippy::too_many_arguments)]
+fn odx_check(
+    py: Python<'_>,
+    path: PathBuf,
+    volume: Option<u32>,
+    files: Vec<String>,
+    controller: &str,
+    parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
+) -> PyResult<String> {
+    use vhdx_core::guest::{odx_check_disk, Controller, OdxOptions};
+    let controller: Controller = controller.parse().map_err(|e| to_py_err(py, e))?;
+    let open = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
+    let opts = OdxOptions {
+        volume,
+        files,
+        controller,
+    };
+    let report = py.detach(|| {
+        let disk = Disk::open_with(&path, &open)?;
+        odx_check_disk(&disk, &opts)
+    });
+    json(&report.map_err(|e| to_py_err(py, e))?)
+}
+
 /// The native module `vhdx._vhdx`.
 #[pymodule]
 fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -808,6 +840,7 @@ fn _vhdx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_parent, m)?)?;
     m.add_function(wrap_pyfunction!(resize, m)?)?;
     m.add_function(wrap_pyfunction!(compare, m)?)?;
+    m.add_function(wrap_pyfunction!(odx_check, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

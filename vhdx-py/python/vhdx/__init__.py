@@ -10,6 +10,7 @@
 >>> vhdx.convert("disk.vhdx", "azure.vhd", azure=True)["size"]   # doctest: +SKIP
 >>> vhdx.merge("checkpoint.avhdx")["ancestor"]   # doctest: +SKIP
 >>> vhdx.compare("disk.vhdx", "copy.vhd")["identical"]   # doctest: +SKIP
+>>> vhdx.odx_check("disk.vhdx", volume=2, files=["/data.bin"])["eligible"]   # doctest: +SKIP
 
 Differencing disks open with their whole parent chain (located through the locators, or
 given with ``parent=``). Opened read-only, a VHDX with a dirty log is replayed in memory,
@@ -29,6 +30,7 @@ from ._vhdx import compare as _compare
 from ._vhdx import convert as _convert
 from ._vhdx import flatten as _flatten
 from ._vhdx import merge as _merge
+from ._vhdx import odx_check as _odx_check
 from ._vhdx import resize as _resize
 from ._vhdx import set_parent as _set_parent
 from .errors import (
@@ -58,6 +60,7 @@ __all__ = [
     "set_parent",
     "resize",
     "compare",
+    "odx_check",
     "Disk",
     "VhdxError",
     "CorruptImageError",
@@ -572,3 +575,46 @@ def compare(
         )
     )
     return {"a": os.fspath(a), "b": os.fspath(b), **result}
+
+
+def odx_check(
+    path: _Path,
+    *,
+    volume: Optional[int] = None,
+    files: Union[str, Sequence[str]] = (),
+    controller: Literal["scsi", "ide"] = "scsi",
+    parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
+) -> dict[str, Any]:
+    """Whether Hyper-V could offload copies (ODX, offloaded data transfer) for the disk at
+    ``path``, with every reason (like ``vhdx odx-check``).
+
+    It examines every image file of the chain on the host (not sparse, compressed or
+    encrypted; the host file system is reported), the ``controller`` the disk hangs off
+    (``"scsi"`` qualifies, ``"ide"`` does not), the guest volumes as the guest sees them
+    (NTFS, not BitLocker; every volume, or only partition ``volume``, 1-based, 0 for a file
+    system on the whole disk) and each guest path in ``files`` on that volume (not sparse,
+    compressed, encrypted, resident in its MFT record or a reparse point). ``parent``,
+    ``parent_policy`` and ``ignore_id_mismatch`` locate the parents as in :func:`open`.
+
+    Returns the object ``vhdx odx-check --json`` prints: ``path``, ``eligible`` (no finding
+    failed), ``controller``, ``host_files``, ``volumes`` and ``findings``, each a dict with
+    ``rule`` (a stable id such as ``"guest_file_sparse"``), ``subject``, ``volume``,
+    ``status`` (``"pass"``, ``"fail"`` or ``"info"``) and ``message``. A disk that cannot be
+    read raises (as :func:`open`); a ``volume`` the disk lacks raises
+    :class:`InvalidArgumentError`.
+    """
+    paths = [files] if isinstance(files, str) else list(files)
+    report: dict[str, Any] = json.loads(
+        _odx_check(
+            os.fspath(path),
+            volume,
+            paths,
+            controller,
+            _parent_list(parent),
+            parent_policy,
+            ignore_id_mismatch,
+        )
+    )
+    return report

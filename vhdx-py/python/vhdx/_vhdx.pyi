@@ -14,6 +14,7 @@ __all__ = [
     "create_disk",
     "flatten",
     "merge",
+    "odx_check",
     "resize",
     "set_parent",
 ]
@@ -127,6 +128,15 @@ def resize(
     progress: Callable[[int, int], object] | None = ...,
 ) -> str: ...
 
+def odx_check(
+    path: _Path,
+    volume: int | None = ...,
+    files: Sequence[str] = ...,
+    controller: str = ...,
+    parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
+) -> str: ...
 def compare(
     a: _Path,
     b: _Path,
