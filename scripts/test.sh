@@ -36,6 +36,25 @@ if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq qemu-utils >/dev/null
 fi
+# The file-system tests make guests with their own tools: e2fsprogs (mkfs.ext4, debugfs,
+# e2fsck, dumpe2fs), ntfs-3g (mkntfs, ntfscp, ntfscat, ntfsfix, ntfstruncate), fdisk
+# (sfdisk) and gdisk (sgdisk). They live in /sbin on Debian.
+fs_packages=""
+for pair in mkfs.ext4:e2fsprogs debugfs:e2fsprogs mkntfs:ntfs-3g ntfscp:ntfs-3g \
+    ntfstruncate:ntfs-3g sfdisk:fdisk sgdisk:gdisk; do
+    tool=${pair%%:*}
+    if ! PATH="$PATH:/sbin:/usr/sbin" command -v "$tool" >/dev/null 2>&1; then
+        case " $fs_packages " in *" ${pair#*:} "*) ;; *) fs_packages="$fs_packages ${pair#*:}" ;; esac
+    fi
+done
+if [ -n "$fs_packages" ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # a list of package names
+    $sudo apt-get install -y -qq $fs_packages >/dev/null
+fi
 qemu-img --version | head -n1
 cargo --version
 if [ ! -x .venv/bin/python ]; then

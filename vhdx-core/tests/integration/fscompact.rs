@@ -835,3 +835,226 @@ fn ext4_needing_recovery_is_skipped_and_kept_whole() {
         same_outside(&fs, &qemu_back(&out, format, dir.path()), &[]);
     }
 }
+
+/// A differencing child at `child` over `parent` holding the bytes of the raw disk `now`
+/// where they differ from `base` (the raw disk `parent` holds), written with our writer in
+/// 64 KiB pieces.
+fn diff_child(parent: &Path, child: &Path, base: &Path, now: &Path) {
+    use std::os::unix::fs::FileExt;
+    create(child, &CreateOptions::new().parent(parent)).unwrap();
+    let d = Disk::open_rw(child, &OpenOptions::default()).unwrap();
+    let (a, b) = (
+        std::fs::File::open(base).unwrap(),
+        std::fs::File::open(now).unwrap(),
+    );
+    let len = a.metadata().unwrap().len();
+    let piece = 64 << 10;
+    let (mut x, mut y) = (vec![0u8; piece], vec![0u8; piece]);
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(piece as u64) as usize;
+        a.read_exact_at(&mut x[..n], off).unwrap();
+        b.read_exact_at(&mut y[..n], off).unwrap();
+        if x[..n] != y[..n] {
+            d.write_at(&y[..n], off).unwrap();
+        }
+        off += n as u64;
+    }
+    d.close().unwrap();
+}
+
+/// The 1 GiB guest of the size bound: GPT, one ext4 partition over the rest of the disk,
+/// `live` MiB of files in `base.raw`; `now.raw` adds `more` MiB of files and 600 MiB of
+/// junk written and deleted.
+fn big_guest(dir: &Path, live: &[GuestFile], more: &[GuestFile]) -> (Guest, PathBuf) {
+    let fs_len = 1022 * MIB;
+    let fs = dir.join("fs.img");
+    ext_image(&fs, fs_len, "ext4", &[], live, 0);
+    let base = dir.join("base.raw");
+    place(&base, 1024 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    for f in more {
+        ext_put(&fs, &f.name, &f.bytes());
+    }
+    add_ext_junk(&fs, 600 << 20, 3);
+    let now = dir.join("now.raw");
+    place(&now, 1024 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    let mut files = live.to_vec();
+    files.extend_from_slice(more);
+    let guest = Guest {
+        raw: now,
+        offset: MIB,
+        fs_len,
+        fs: Fs::Ext,
+        files,
+    };
+    (guest, base)
+}
+
+fn files(prefix: &str, n: usize, each: usize, seed: u64) -> Vec<GuestFile> {
+    (0..n)
+        .map(|i| GuestFile::new(&format!("{prefix}{i}"), each, seed + i as u64))
+        .collect()
+}
+
+/// Issue #6's bound: a 1 GiB ext4 disk with 200 MiB of live files and 600 MiB of deleted
+/// junk compacts to at most 260 MiB, as a dynamic VHDX (1 MiB blocks, as WSL2 makes them)
+/// and a dynamic VHD (2 MiB blocks).
+#[test]
+fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_dynamic() {
+    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, _) = big_guest(dir.path(), &files("live", 4, 50 << 20, 100), &[]);
+    let map = map_of(&guest.raw);
+    for format in ["vhdx", "vhd"] {
+        let img = dir.path().join(format!("d.{format}"));
+        to_image(&guest.raw, &img, format, "1M");
+        let before = file_len(&img);
+        let plain = compact_to(
+            &img,
+            &dir.path().join("plain"),
+            false,
+            &OpenOptions::default(),
+        );
+        let out = dir.path().join(format!("out.{format}"));
+        let s = compact_to(&img, &out, true, &OpenOptions::default());
+        eprintln!(
+            "1 GiB ext4 {format}: {} MiB -> {} MiB (zero-only full: {} MiB), {:.2} s",
+            before >> 20,
+            s.file_len_after >> 20,
+            plain.file_len_after >> 20,
+            s.seconds
+        );
+        assert!(
+            s.file_len_after <= 260 * MIB,
+            "{format}: {}",
+            s.file_len_after
+        );
+        assert!(
+            plain.file_len_after >= 780 * MIB,
+            "{format}: the junk is not zeros"
+        );
+        verify(&guest, &qemu_back(&out, format, dir.path()), map.ranges());
+    }
+}
+
+/// The same guest as a differencing disk: the parent holds the disk with 100 MiB of files,
+/// the child the next 100 MiB of files and the 600 MiB of junk written and deleted (as the
+/// guest wrote them). Compacting the child gives back the junk's blocks; the chain reads
+/// back (libvhdi) with the file system clean and every file identical.
+#[test]
+fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_differencing() {
+    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, base) = big_guest(
+        dir.path(),
+        &files("old", 2, 50 << 20, 200),
+        &files("new", 2, 50 << 20, 300),
+    );
+    let map = map_of(&guest.raw);
+    for format in ["vhdx", "vhd"] {
+        let parent = dir.path().join(format!("base.{format}"));
+        to_image(&base, &parent, format, "1M");
+        let child = dir.path().join(format!("child.{format}"));
+        diff_child(&parent, &child, &base, &guest.raw);
+        let before = file_len(&child);
+        let plain = compact_to(
+            &child,
+            &dir.path().join(format!("plain.{format}")),
+            false,
+            &OpenOptions::default(),
+        );
+        let out = dir.path().join(format!("out.{format}"));
+        let s = compact_to(&child, &out, true, &OpenOptions::default());
+        eprintln!(
+            "1 GiB ext4 differencing {format}: child {} MiB -> {} MiB (zero-only full: {} MiB), parent {} MiB",
+            before >> 20,
+            s.file_len_after >> 20,
+            plain.file_len_after >> 20,
+            file_len(&parent) >> 20
+        );
+        assert!(s.free_space_blocks_released > 0);
+        assert!(
+            s.file_len_after + file_len(&parent) <= 260 * MIB,
+            "{format}: {}",
+            s.file_len_after
+        );
+        assert!(
+            plain.file_len_after >= 600 * MIB,
+            "{format}: the junk is not zeros"
+        );
+        let back = libvhdi_back(&out, &[&parent], dir.path());
+        verify(&guest, &back, map.ranges());
+    }
+}
+
+/// `trim_free_space` (vhdx trim --free-space): the free ranges this file stores read as
+/// zeros afterwards, their host space is punched out, the used bytes stay; a differencing
+/// child never grows (ranges its parent holds are left alone).
+#[test]
+fn trimming_free_space_gives_back_host_space() {
+    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let live = files("f", 3, 2 << 20, 40);
+    let fs = dir.path().join("fs.img");
+    ext_image(&fs, 60 * MIB, "ext4", &["-b", "4096"], &live, 0);
+    let base = dir.path().join("base.raw");
+    place(&base, 62 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    add_ext_junk(&fs, 30 << 20, 9);
+    let raw = dir.path().join("now.raw");
+    place(&raw, 62 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    let guest = Guest {
+        raw: raw.clone(),
+        offset: MIB,
+        fs_len: 60 * MIB,
+        fs: Fs::Ext,
+        files: live,
+    };
+    let map = map_of(&raw);
+    let free_total: u64 = map.ranges().iter().map(|r| r.1).sum();
+    // Dynamic VHDX.
+    let img = dir.path().join("d.vhdx");
+    to_image(&raw, &img, "vhdx", "1M");
+    let host = |p: &Path| vhdx_core::write::compact::host_bytes(p).unwrap();
+    let before = host(&img);
+    let d = Disk::open_rw(&img, &OpenOptions::default()).unwrap();
+    let vols = trim_free_space(&d, None).unwrap();
+    d.close().unwrap();
+    assert_eq!(vols.len(), 1);
+    assert!(vols[0].bytes_reclaimed > 25 * MIB && vols[0].bytes_reclaimed <= free_total);
+    assert!(
+        host(&img) + 25 * MIB <= before,
+        "{} -> {}",
+        before,
+        host(&img)
+    );
+    let back = qemu_back(&img, "vhdx", dir.path());
+    verify(&guest, &back, map.ranges());
+    let back_bytes = std::fs::read(&back).unwrap();
+    for &(o, l) in map.ranges() {
+        assert!(
+            back_bytes[o as usize..(o + l) as usize]
+                .iter()
+                .all(|&b| b == 0),
+            "{o:#x}"
+        );
+    }
+    // Differencing VHDX: the child only holds what changed since the parent.
+    let parent = dir.path().join("p.vhdx");
+    to_image(&base, &parent, "vhdx", "1M");
+    let child = dir.path().join("c.vhdx");
+    diff_child(&parent, &child, &base, &raw);
+    let len = file_len(&child);
+    let d = Disk::open_rw(&child, &OpenOptions::default()).unwrap();
+    let vols = trim_free_space(&d, None).unwrap();
+    d.close().unwrap();
+    assert!(vols[0].bytes_reclaimed > 25 * MIB, "{:?}", vols[0]);
+    assert_eq!(file_len(&child), len, "trimming never grows the child");
+    let back = libvhdi_back(&child, &[&parent], dir.path());
+    verify(&guest, &back, map.ranges());
+}

@@ -449,7 +449,7 @@ fn geometry(sb: &[u8], volume_len: u64) -> Result<Geometry, Halt> {
     let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
     let desc_size = if incompat & INCOMPAT_64BIT != 0 {
         let d = u64::from(u16_at(sb, S_DESC_SIZE));
-        if d < 64 || d > 1024 || !d.is_power_of_two() || d > block_size {
+        if !(64..=1024).contains(&d) || !d.is_power_of_two() || d > block_size {
             return Err(inconsistent(format!("group descriptor size {d}")));
         }
         d
