@@ -55,6 +55,23 @@ if [ -n "$fs_packages" ]; then
     # shellcheck disable=SC2086 # a list of package names
     $sudo apt-get install -y -qq $fs_packages >/dev/null
 fi
+# The guest-inspection and odx-check tests also format FAT (dosfstools) and exFAT
+# (exfatprogs) volumes and read NTFS records with ntfsinfo (ntfs-3g).
+guest_packages=""
+for pair in mkfs.vfat:dosfstools mkfs.exfat:exfatprogs ntfsinfo:ntfs-3g mkswap:util-linux \
+    fdisk:fdisk; do
+    if ! PATH="$PATH:/sbin:/usr/sbin" command -v "${pair%%:*}" >/dev/null 2>&1; then
+        guest_packages="$guest_packages ${pair#*:}"
+    fi
+done
+if [ -n "$guest_packages" ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # a list of package names
+    $sudo apt-get install -y -qq $guest_packages >/dev/null
+fi
 qemu-img --version | head -n1
 cargo --version
 if [ ! -x .venv/bin/python ]; then
