@@ -1415,3 +1415,250 @@ fn resize_grows_and_shrinks_to_the_minimum() {
     assert_eq!(code(&vhdx(&["resize", s(&img)])), 2);
     assert_eq!(code(&vhdx(&["resize", s(&img), "1G", "--to-minimum"])), 2);
 }
+
+/// Whether every tool is installed; under CI a missing one fails the test.
+fn have_tools(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                !in_ci(),
+                "{t} is missing under CI (scripts/test.sh installs it)"
+            );
+            eprintln!("skipping: {t} not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// A GPT disk (sgdisk) with 1: NTFS holding plain.bin (mkntfs, ntfscp) and 2: ext4, as a
+/// VHDX converted by qemu-img and then copied without holes. Returns (raw, vhdx).
+fn guest_disk(dir: &Path) -> (PathBuf, PathBuf) {
+    let raw = dir.join("g.raw");
+    fs::File::create(&raw).unwrap().set_len(40 * MIB).unwrap();
+    run_tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+24M",
+            "-t",
+            "1:0700",
+            "-c",
+            "1:data",
+            "-n",
+            "2:0:+12M",
+            "-t",
+            "2:8300",
+            s(&raw),
+        ],
+    );
+    let ntfs = dir.join("ntfs.raw");
+    fs::File::create(&ntfs).unwrap().set_len(24 * MIB).unwrap();
+    run_tool("mkntfs", &["-F", "-Q", "-q", s(&ntfs)]);
+    let plain = dir.join("plain.bin");
+    fs::write(&plain, vec![0x5au8; 300 << 10]).unwrap();
+    run_tool("ntfscp", &[s(&ntfs), s(&plain), "plain.bin"]);
+    let ext = dir.join("ext.raw");
+    fs::File::create(&ext).unwrap().set_len(12 * MIB).unwrap();
+    run_tool("mkfs.ext4", &["-q", "-F", s(&ext)]);
+    let mut disk = fs::read(&raw).unwrap();
+    let at = MIB as usize;
+    disk[at..at + 24 * MIB as usize].copy_from_slice(&fs::read(&ntfs).unwrap());
+    let at = 25 * MIB as usize;
+    disk[at..at + 12 * MIB as usize].copy_from_slice(&fs::read(&ext).unwrap());
+    fs::write(&raw, &disk).unwrap();
+    let sparse = dir.join("g-sparse.vhdx");
+    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&sparse)]);
+    let vhdx_path = dir.join("g.vhdx");
+    run_tool("cp", &["--sparse=never", s(&sparse), s(&vhdx_path)]);
+    (raw, vhdx_path)
+}
+
+#[test]
+fn info_lists_partitions_and_volumes() {
+    if !have_tools(&["sgdisk", "mkntfs", "ntfscp", "mkfs.ext4", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, img) = guest_disk(dir.path());
+    let o = vhdx(&["info", s(&img), "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j = json(&o);
+    let g = &j["guest"];
+    assert_eq!(g["table"]["type"], "gpt");
+    assert_eq!(j["guest_note"], Value::Null);
+    let vols = g["volumes"].as_array().unwrap();
+    assert_eq!(vols.len(), 2);
+    for (v, kind) in vols.iter().zip(["ntfs", "ext4"]) {
+        let n = v["number"].as_u64().unwrap();
+        let sg = String::from_utf8(run_tool("sgdisk", &["-i", &n.to_string(), s(&raw)])).unwrap();
+        let first: u64 = sg
+            .lines()
+            .find_map(|l| l.strip_prefix("First sector: "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sectors: u64 = sg
+            .lines()
+            .find_map(|l| l.strip_prefix("Partition size: "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(v["offset"].as_u64().unwrap(), first * 512);
+        assert_eq!(v["length"].as_u64().unwrap(), sectors * 512);
+        assert_eq!(v["kind"], kind);
+    }
+    let o = vhdx(&["info", s(&img)]);
+    let out = stdout(&o);
+    assert!(out.contains("partition table: GPT (disk GUID "), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| *l != "volumes:")
+        .skip(2)
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..2], ["1", "1048576"], "{out}");
+    assert!(
+        rows[0].contains(&"ntfs") && rows[0].contains(&"data"),
+        "{out}"
+    );
+    assert_eq!(rows[1][..2], ["2", "26214400"], "{out}");
+    assert!(rows[1].contains(&"ext4"), "{out}");
+}
+
+#[test]
+fn odx_check_verdicts_and_exit_codes() {
+    if !have_tools(&["sgdisk", "mkntfs", "ntfscp", "mkfs.ext4", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, img) = guest_disk(dir.path());
+    // Volume 1 and its file over SCSI: eligible, exit 0.
+    let o = vhdx(&[
+        "odx-check",
+        s(&img),
+        "--volume",
+        "1",
+        "--file",
+        "/plain.bin",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(": eligible for ODX"), "{}", stdout(&o));
+    // On IDE: exit 1, and the human table names the failing rule.
+    let o = vhdx(&[
+        "odx-check",
+        s(&img),
+        "--volume",
+        "1",
+        "--file",
+        "/plain.bin",
+        "--controller",
+        "ide",
+    ]);
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("NOT eligible for ODX (1 check failed)"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["FAIL", "controller_ide"])),
+        "{out}"
+    );
+    // Every volume: the ext4 volume fails; the JSON holds every finding.
+    let o = vhdx(&["odx-check", s(&img), "--json"]);
+    assert_eq!(code(&o), 1);
+    let j = json(&o);
+    assert_eq!(j["eligible"], false);
+    let rows: Vec<(String, String, String)> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_string(),
+                f["subject"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let host = s(&img).to_string();
+    let r = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            r("host_filesystem", &host, "info"),
+            r("host_file_sparse", &host, "pass"),
+            r("host_file_compressed", &host, "pass"),
+            r("host_file_encrypted", &host, "pass"),
+            r("controller_ide", "controller", "pass"),
+            r("guest_volume_bitlocker", "volume 1", "pass"),
+            r("guest_volume_not_ntfs", "volume 1", "pass"),
+            r("guest_volume_bitlocker", "volume 2", "pass"),
+            r("guest_volume_not_ntfs", "volume 2", "fail"),
+        ]
+    );
+    // No such volume, or not a disk: exit 2 with one error line.
+    let o = vhdx(&["odx-check", s(&img), "--volume", "9"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).starts_with("vhdx: error: the disk has no volume 9"),
+        "{}",
+        stderr(&o)
+    );
+    let junk = dir.path().join("junk.vhdx");
+    fs::write(&junk, vec![7u8; 4096]).unwrap();
+    assert_eq!(code(&vhdx(&["odx-check", s(&junk)])), 2);
+    // A differencing child (made by vhdx create) is read through its chain, given with
+    // --parent; every file of the chain is examined on the host.
+    let child = dir.path().join("child.avhdx");
+    let o = vhdx(&["create", s(&child), "--parent", s(&img)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = vhdx(&[
+        "odx-check",
+        s(&child),
+        "--parent",
+        s(&img),
+        "--volume",
+        "1",
+        "--file",
+        "/PLAIN.BIN",
+        "--json",
+    ]);
+    let j = json(&o);
+    assert_eq!(
+        j["host_files"],
+        serde_json::json!([s(&child), s(&img)]),
+        "{j}"
+    );
+    // Every guest rule passes through the chain. (A new differencing VHDX is mostly space
+    // its writer never wrote, so the host may report it sparse: that rule is left out.)
+    let findings = j["findings"].as_array().unwrap();
+    let sparse_rows = findings
+        .iter()
+        .filter(|f| f["rule"] == "host_file_sparse")
+        .count();
+    assert_eq!(sparse_rows, 2, "{j}");
+    let failed: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["status"] == "fail" && f["rule"] != "host_file_sparse")
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(failed.is_empty(), "{j}");
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|f| f["subject"] == "volume 1: /PLAIN.BIN")
+            .count(),
+        6,
+        "{j}"
+    );
+}
