@@ -2,13 +2,15 @@
 # Batch compaction benchmark of issue #7: total throughput of `vhdx compact --jobs N` over a
 # fleet of 16 disks, for N = 1, 2, 4, 8 (and `vhdx check --jobs N` over the same fleet).
 # Each disk is a 256 MiB dynamic VHDX (qemu-made, 1 MiB blocks, block_state_zero=off) whose
-# blocks alternate pattern data and zero-filled (allocated) blocks, so `--mode full` reads
-# every block, releases half of them and moves the data blocks down. Every run starts from
-# fresh copies (not timed), after `sync` and a pause; the time includes a closing `sync`.
+# blocks alternate pattern data and zero-filled blocks (allocated in the VHDX and, copied
+# with --sparse=never, on the host), so `--mode full` reads every block, releases half of
+# them and moves the data blocks down. Every run starts from fresh copies (not timed), read
+# once into the page cache, after `sync` and a pause; the time includes a closing `sync`.
 # Best of ROUNDS (default 2). Throughput = bytes of the 16 input files / seconds.
 #
-#   scripts/bench-batch.sh        (OUT=path for the markdown report; default
-#                                  target/bench-batch.md; images in $VHDX_BENCH_DIR)
+#   scripts/bench-batch.sh        (OUT=path for the markdown report, default
+#                                  target/bench-batch.md; images in $VHDX_BENCH_DIR;
+#                                  VHDX=path of a built binary, else it is built)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${VHDX_BENCH_DIR:-/tmp/vhdx-bench}/batch
@@ -19,8 +21,10 @@ mkdir -p "$DIR"
 cd "$ROOT"
 log() { printf '== %s\n' "$*" >&2; }
 
-cargo build -q --release -p vhdx-cli
-VHDX=$ROOT/target/release/vhdx
+if [ -z "${VHDX:-}" ]; then
+  cargo build -q --release -p vhdx-cli
+  VHDX=$ROOT/target/release/vhdx
+fi
 
 T=$DIR/template.vhdx
 if [ ! -e "$T" ]; then
@@ -38,7 +42,7 @@ fi
 # fresh: 16 new copies of the template, flushed.
 fresh() {
   rm -f "$DIR"/disk-*.vhdx
-  for i in $(seq -w 1 $DISKS); do cp --sparse=always "$T" "$DIR/disk-$i.vhdx"; done
+  for i in $(seq -w 1 $DISKS); do cp --sparse=never "$T" "$DIR/disk-$i.vhdx"; done
   sync
   sleep 2
 }

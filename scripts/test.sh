@@ -36,7 +36,8 @@ if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq qemu-utils >/dev/null
 fi
-# The file-system tests make guests with their own tools: e2fsprogs (mkfs.ext4, debugfs,
+# The file-system tests (and test_consumer.py, whose NTFS volume dissect.ntfs reads) make
+# guests with their own tools: e2fsprogs (mkfs.ext4, debugfs,
 # e2fsck, dumpe2fs), ntfs-3g (mkntfs, ntfscp, ntfscat, ntfsfix, ntfstruncate), fdisk
 # (sfdisk) and gdisk (sgdisk). They live in /sbin on Debian.
 fs_packages=""
@@ -78,7 +79,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check \
-    maturin pytest mypy libvhdi-python dissect.hypervisor
+    maturin pytest mypy libvhdi-python dissect.hypervisor dissect.ntfs
 .venv/bin/python --version
 export VHDX_ORACLE_PYTHON=$root/.venv/bin/python
 
@@ -107,7 +108,7 @@ run pip-install 2 .venv/bin/python -m pip install --disable-pip-version-check \
     --force-reinstall --no-deps ./vhdx-py
 
 step "mypy --strict and stubtest on the installed package"
-run mypy 1 .venv/bin/python -m mypy --strict vhdx-py/python/vhdx
+run mypy 1 .venv/bin/python -m mypy --strict vhdx-py/python/vhdx vhdx-py/tests/typing/usage.py
 # stubtest imports the installed package; run it from a folder without the sources.
 run stubtest 1 sh -c "cd '$logs' && '$root/.venv/bin/python' -m mypy.stubtest vhdx"
 

@@ -22,11 +22,16 @@ pub const EXIT_DIFFERENT: u8 = 1;
 /// Exit status: the input could not be used (unreadable, not a disk, bad arguments).
 pub const EXIT_UNUSABLE: u8 = 2;
 
-/// Read and create Microsoft VHDX and VHD virtual disks.
-///
-/// Exit status: 0 success, 1 a check found corruption, 2 the input could not be used.
+/// The exit statuses, at the end of `vhdx --help` and in the manual page.
+const EXIT_HELP: &str = "Exit status: 0 success (warnings included; compare: identical); 1 check \
+found corruption, compare found the disks different, odx-check found the disk not eligible; \
+2 an input could not be used (missing, unreadable, not a disk, in use, bad arguments; in a \
+batch, any of the files). JSON output (--json) is described in docs/json.md.";
+
+/// Read, check, create, convert, compact, merge, resize and compare Microsoft VHDX and VHD
+/// virtual disks.
 #[derive(Debug, Parser)]
-#[command(name = "vhdx", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "vhdx", version, long_about = None, max_term_width = 100, after_help = EXIT_HELP)]
 struct Cli {
     /// Print no human report and no progress line (errors, and --json output, still appear).
     #[arg(short, long, global = true)]
@@ -64,6 +69,12 @@ enum Command {
     Compare(cmd::compare::CompareArgs),
     /// Whether Hyper-V can offload copies (ODX) for the disk; exit 1 when it cannot.
     OdxCheck(cmd::odx_check::OdxCheckArgs),
+    /// Print the shell completion script for SHELL (for packagers).
+    #[command(hide = true)]
+    Completions(cmd::completions::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --dir (for packagers).
+    #[command(hide = true)]
+    Man(cmd::man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +94,8 @@ fn main() -> ExitCode {
         Command::Resize(a) => cmd::resize::run(a),
         Command::Compare(a) => cmd::compare::run(a),
         Command::OdxCheck(a) => cmd::odx_check::run(a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,7 +5,7 @@
 
 use super::create::{parse_size, CreateType};
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size};
+use crate::output::{emit, size};
 use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
@@ -149,14 +149,7 @@ pub fn run(args: &ConvertArgs) -> Result<u8, CliError> {
     let disk = open_input(args)?;
     let stats = with_progress("converting", |p| convert(&disk, &args.output, &opts, p));
     let stats = stats?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &stats)?;
-    } else {
-        render(&mut out, &args.output, &stats)?;
-    }
-    out.flush()?;
+    emit(args.json, &stats, |out| render(out, &args.output, &stats))?;
     Ok(EXIT_OK)
 }
 

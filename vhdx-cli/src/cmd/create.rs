@@ -3,9 +3,8 @@
 //! The format comes from `--format` or FILE's extension (.vhdx/.avhdx, .vhd/.avhd).
 
 use super::CliError;
-use crate::output::print_json;
+use crate::output::emit;
 use crate::EXIT_OK;
-use std::io::{self, Write};
 use std::path::PathBuf;
 use vhdx_core::create::{create, CreateOptions};
 use vhdx_core::{Disk, DiskType, Format, OpenOptions};
@@ -127,15 +126,10 @@ pub fn run(args: &CreateArgs) -> Result<u8, CliError> {
         ..OpenOptions::default()
     };
     let info = Disk::open_with(&args.file, &open)?.info(false)?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &info)?;
-    } else {
+    emit(args.json, &info, |out| {
         writeln!(out, "created {}", args.file.display())?;
-        super::info::render(&mut out, &info)?;
-    }
-    out.flush()?;
+        super::info::render(out, &info)
+    })?;
     Ok(EXIT_OK)
 }
 

@@ -5,10 +5,9 @@
 use super::convert::{render, FormatArg};
 use super::create::CreateType;
 use super::{ChainArgs, CliError};
-use crate::output::print_json;
+use crate::output::emit;
 use crate::progress::with_progress;
 use crate::EXIT_OK;
-use std::io::{self, Write};
 use std::path::PathBuf;
 use vhdx_core::ops::merge::{flatten, FlattenOptions};
 use vhdx_core::DiskType;
@@ -63,13 +62,6 @@ pub fn run(args: &FlattenArgs) -> Result<u8, CliError> {
     };
     let stats = with_progress("flattening", |p| flatten(&disk, &args.output, &opts, p));
     let stats = stats?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &stats)?;
-    } else {
-        render(&mut out, &args.output, &stats)?;
-    }
-    out.flush()?;
+    emit(args.json, &stats, |out| render(out, &args.output, &stats))?;
     Ok(EXIT_OK)
 }

@@ -4,7 +4,7 @@
 //! parent was looked for.
 
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size, size_exact, Fields};
+use crate::output::{emit, size, size_exact, Fields};
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -35,14 +35,7 @@ pub struct InfoArgs {
 pub fn run(args: &InfoArgs) -> Result<u8, CliError> {
     let disk = args.chain.open(&args.file, false)?;
     let info = disk.info(args.scan)?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &info)?;
-    } else {
-        render(&mut out, &info)?;
-    }
-    out.flush()?;
+    emit(args.json, &info, |out| render(out, &info))?;
     Ok(EXIT_OK)
 }
 

@@ -4,7 +4,7 @@
 //! the holes.
 
 use super::{ChainArgs, CliError};
-use crate::output::print_json;
+use crate::output::emit;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -38,14 +38,7 @@ pub fn run(args: &MapArgs) -> Result<u8, CliError> {
                 .unwrap_or_default()
         })
         .collect();
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &entries)?;
-    } else {
-        render(&mut out, &entries, &files)?;
-    }
-    out.flush()?;
+    emit(args.json, &entries, |out| render(out, &entries, &files))?;
     Ok(EXIT_OK)
 }
 

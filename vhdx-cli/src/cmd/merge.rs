@@ -5,7 +5,7 @@
 //! over: each is named in a warning on standard error (and in `invalidated` with `--json`).
 
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size};
+use crate::output::{emit, size};
 use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
@@ -48,14 +48,7 @@ pub fn run(args: &MergeArgs) -> Result<u8, CliError> {
     for w in warnings(&stats) {
         eprintln!("vhdx: warning: {w}");
     }
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &stats)?;
-    } else {
-        render(&mut out, &stats)?;
-    }
-    out.flush()?;
+    emit(args.json, &stats, |out| render(out, &stats))?;
     Ok(EXIT_OK)
 }
 

@@ -4,10 +4,12 @@
 pub mod check;
 pub mod compact;
 pub mod compare;
+pub mod completions;
 pub mod convert;
 pub mod create;
 pub mod flatten;
 pub mod info;
+pub mod man;
 pub mod map;
 pub mod merge;
 pub mod odx_check;

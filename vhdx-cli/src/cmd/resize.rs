@@ -7,7 +7,7 @@
 
 use super::create::parse_size;
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size};
+use crate::output::{emit, size};
 use crate::progress::with_progress;
 use crate::EXIT_OK;
 use std::io::{self, Write};
@@ -51,14 +51,7 @@ pub fn run(args: &ResizeArgs) -> Result<u8, CliError> {
         None => resize_to_minimum(&args.file, &opts, progress),
     });
     let stats = stats?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &stats)?;
-    } else {
-        render(&mut out, &stats)?;
-    }
-    out.flush()?;
+    emit(args.json, &stats, |out| render(out, &stats))?;
     Ok(EXIT_OK)
 }
 

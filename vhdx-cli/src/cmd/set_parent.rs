@@ -6,7 +6,7 @@
 //! The child's content and data identity do not change.
 
 use super::CliError;
-use crate::output::print_json;
+use crate::output::emit;
 use crate::EXIT_OK;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -37,14 +37,7 @@ pub struct SetParentArgs {
 /// Runs `vhdx set-parent`.
 pub fn run(args: &SetParentArgs) -> Result<u8, CliError> {
     let stats = set_parent(&args.child, &args.parent, args.ignore_id_mismatch)?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &stats)?;
-    } else {
-        render(&mut out, &stats)?;
-    }
-    out.flush()?;
+    emit(args.json, &stats, |out| render(out, &stats))?;
     Ok(EXIT_OK)
 }
 

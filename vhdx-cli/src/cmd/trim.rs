@@ -11,7 +11,7 @@
 
 use super::create::parse_size;
 use super::{ChainArgs, CliError};
-use crate::output::{print_json, size};
+use crate::output::{emit, size};
 use crate::EXIT_OK;
 use serde::Serialize;
 use std::io::{self, Write};
@@ -107,14 +107,7 @@ pub fn run(args: &TrimArgs) -> Result<u8, CliError> {
         host_bytes_before,
         host_bytes_after,
     };
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        print_json(&mut out, &report)?;
-    } else {
-        render(&mut out, &report)?;
-    }
-    out.flush()?;
+    emit(args.json, &report, |out| render(out, &report))?;
     Ok(EXIT_OK)
 }
 
