@@ -107,6 +107,42 @@ impl Bytes {
     }
 }
 
+/// A new bytes object of `n` bytes that `fill` writes in full (as `PyBytes::new_with`, but
+/// the memory is not zeroed first with the GIL held: for a large read that first touch of
+/// every page costs most of the time, and here it happens inside `fill`, which may release
+/// the GIL). On an error from `fill` the object is dropped unseen.
+fn bytes_filled_by<'py>(
+    py: Python<'py>,
+    n: usize,
+    fill: impl FnOnce(&mut [u8]) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let len = isize::try_from(n).map_err(|_| PyValueError::new_err("read too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialized bytes object of `len` bytes
+    // (the documented way to build one in place); a NULL result (an exception set) is
+    // turned into the error by `from_owned_ptr_or_err`; the object is a bytes object.
+    let bytes = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len),
+        )?
+        .cast_into_unchecked::<PyBytes>()
+    };
+    if n > 0 {
+        // SAFETY: the object is new and referenced only by `bytes` until this function
+        // returns it, so nothing else touches its `n` bytes while `fill` writes them;
+        // `PyBytes_AsString` returns its buffer, which lives as long as `bytes` does, and the
+        // slice does not outlive this block. `fill` only writes (it reads into the slice).
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>(),
+                n,
+            )
+        };
+        fill(buf)?;
+    }
+    Ok(bytes)
+}
+
 /// What an open [`NativeDisk`] holds.
 #[derive(Clone)]
 enum Handle {
@@ -218,7 +254,8 @@ impl NativeDisk {
         Ok(self.handle()?.disk().physical_sector_size())
     }
 
-    /// Up to `n` bytes at `offset` (fewer at the end of the disk, none past it).
+    /// Up to `n` bytes at `offset` (fewer at the end of the disk, none past it). The bytes
+    /// object is filled in place, with the GIL released for a large read.
     fn read_at<'py>(
         &self,
         py: Python<'py>,
@@ -228,10 +265,7 @@ impl NativeDisk {
         let handle = self.handle()?;
         let disk = handle.disk();
         let n = clamp(disk.size(), offset, n as u64);
-        PyBytes::new_with(py, n, |buf: &mut [u8]| {
-            if n == 0 {
-                return Ok(());
-            }
+        bytes_filled_by(py, n, |buf| {
             with_io(py, n, true, || disk.read_at(buf, offset)).map_err(|e| to_py_err(py, e))
         })
     }

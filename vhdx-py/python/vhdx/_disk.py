@@ -34,8 +34,9 @@ class Disk(io.RawIOBase):
     Reads see every earlier write. ``flush()`` makes every earlier write durable (until
     then, a crash may lose recent writes, as with a disk's write cache, but never leaves the
     image inconsistent); ``close()`` flushes, marks a VHDX log clean and releases the write
-    lock. Several threads may call ``read_at`` and ``write_at`` on one disk at once (writes
-    are applied one at a time).
+    lock. Several threads may call ``read_at``, ``readinto_at`` and ``write_at`` on one disk
+    at once: large reads run in parallel with the GIL released (writes are applied one at a
+    time). ``read``, ``readinto`` and ``seek`` share one position, like any file object.
     """
 
     def __init__(self, native: NativeDisk, path: Union[str, os.PathLike[str]]) -> None:
@@ -175,6 +176,16 @@ class Disk(io.RawIOBase):
         if offset < 0 or n < 0:
             raise ValueError("offset and n must not be negative")
         return self._native_or_raise().read_at(offset, n)
+
+    def readinto_at(self, offset: int, buffer: WriteableBuffer) -> int:
+        """Reads into ``buffer`` (any writable C-contiguous buffer, filled byte-wise) from
+        ``offset`` without moving the position, like ``os.preadv``; returns the bytes read
+        (fewer than the buffer at the end of the disk, 0 past it). The bytes go straight
+        into the buffer, with the GIL released for large reads, so threads sharing one disk
+        read in parallel this way."""
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        return self._native_or_raise().readinto_at(offset, buffer)
 
     def write_at(self, offset: int, data: ReadableBuffer) -> int:
         """Writes ``data`` at ``offset`` without moving the position, like ``os.pwrite``;
