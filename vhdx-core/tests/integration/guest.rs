@@ -727,6 +727,20 @@ fn volumes_on_gpt_against_sgdisk() {
             .to_string(),
         BASIC_DATA.to_lowercase()
     );
+    assert_eq!(
+        l.volumes[2].partition.as_ref().unwrap().type_name,
+        Some("Linux filesystem")
+    );
+    assert_eq!(
+        l.volumes[2]
+            .partition
+            .as_ref()
+            .unwrap()
+            .type_guid
+            .unwrap()
+            .to_string(),
+        LINUX_FS.to_lowercase()
+    );
     let disk_guid = match &l.table {
         guest::PartitionTable::Gpt { disk_guid, .. } => *disk_guid,
         t => panic!("{t:?}"),
