@@ -7,6 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli/usability.rs"]
+mod usability;
+
 const BIN: &str = env!("CARGO_BIN_EXE_vhdx");
 const MIB: u64 = 1 << 20;
 
