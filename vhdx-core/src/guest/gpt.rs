@@ -109,6 +109,11 @@ pub(super) struct GptCopy {
 /// last LBA carries the `EFI PART` signature; an error when a header is there but no copy
 /// is valid.
 pub fn read(disk: &VolumeReader<'_>, sector: u64) -> Result<Option<Table>> {
+    if !(512..=65536).contains(&sector) || !sector.is_power_of_two() {
+        return Err(Error::invalid_argument(format!(
+            "logical sector size {sector}: expected a power of two from 512 to 65536"
+        )));
+    }
     let Some(last_lba) = (disk.len() / sector).checked_sub(1).filter(|&l| l >= 2) else {
         return Ok(None);
     };

@@ -152,7 +152,7 @@ fn read_logical(
         }
         let byte = ebr_lba
             .checked_mul(sector)
-            .filter(|b| b + 512 <= disk.len());
+            .filter(|b| b.checked_add(512).is_some_and(|e| e <= disk.len()));
         let Some(byte) = byte else {
             t.warnings.push(format!(
                 "extended partition {slot}: an extended boot record lies past the end of the disk"

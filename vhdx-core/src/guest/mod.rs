@@ -94,9 +94,9 @@ impl GuestLayout {
 /// copies damaged, a looping chain of logical partitions), and the disk's read errors.
 pub fn inspect(disk: &dyn VirtualDisk) -> Result<GuestLayout> {
     let sector = disk.logical_sector_size();
-    if sector == 0 || !sector.is_power_of_two() {
+    if !(512..=65536).contains(&sector) || !sector.is_power_of_two() {
         return Err(Error::invalid_argument(format!(
-            "logical sector size {sector} is not a power of two"
+            "logical sector size {sector}: expected a power of two from 512 to 65536"
         )));
     }
     let size = disk.size();

@@ -407,3 +407,104 @@ fn layout_serializes() {
     assert_eq!(j["volumes"][0]["partition"]["type_guid"], BASIC_DATA);
     assert_eq!(j["volumes"][0]["partition"]["scheme"], "gpt");
 }
+
+#[test]
+fn impossible_sector_sizes_are_argument_errors() {
+    for sector in [0u32, 100, 256, 1 << 17] {
+        let e = inspect(&disk(vec![0u8; MIB], sector)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{sector}");
+    }
+}
+
+/// Random damage to the tables of small MBR and GPT disks never panics: every outcome is a
+/// layout or a typed error, and every volume lies inside the disk.
+#[test]
+fn damaged_tables_never_panic() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut gpt = vec![0u8; 256 << 10];
+    write_gpt(
+        &mut gpt,
+        512,
+        &[(BASIC_DATA, 40, 200, "a"), (LINUX_FS, 201, 400, "b")],
+    );
+    let mut mbr = vec![0u8; 256 << 10];
+    mbr_entry(&mut mbr, 0, 0, 0x07, 8, 100);
+    mbr_entry(&mut mbr, 1, 0, 0x05, 200, 300);
+    let mut ebr = vec![0u8; 512];
+    mbr_entry(&mut ebr, 0, 0, 0x83, 1, 50);
+    mbr_entry(&mut ebr, 1, 0, 0x05, 100, 50);
+    put(&mut mbr, 200 * 512, &ebr);
+    put(&mut mbr, 300 * 512, &ebr);
+    for base in [&gpt, &mbr] {
+        for _ in 0..400 {
+            let mut b = base.clone();
+            for _ in 0..1 + next() % 8 {
+                // Damage mostly where the tables are: sector 0-2, the EBRs, the backup.
+                let region = match next() % 4 {
+                    0 => 0..1536,
+                    1 => 200 * 512..201 * 512,
+                    2 => 300 * 512..301 * 512,
+                    _ => b.len() - 17 * 1024..b.len(),
+                };
+                let at = region.start + (next() as usize) % region.len();
+                b[at] = next() as u8;
+            }
+            let d = disk(b, 512);
+            if let Ok(l) = inspect(&d) {
+                for v in &l.volumes {
+                    assert!(v.offset + v.length <= d.size());
+                }
+            }
+        }
+    }
+}
+
+/// Damage to the primary GPT with both CRCs recomputed (so the fields themselves are what
+/// the parser must survive): a layout or a typed error, volumes inside the disk.
+#[test]
+fn hostile_gpt_fields_with_valid_crcs_never_panic() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut base = vec![0u8; 256 << 10];
+    write_gpt(
+        &mut base,
+        512,
+        &[(BASIC_DATA, 40, 200, "a"), (LINUX_FS, 201, 400, "b")],
+    );
+    let n = base.len();
+    base[n - 512..].fill(0); // no backup to fall back on
+    for _ in 0..2000 {
+        let mut b = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = if next() % 2 == 0 {
+                512 + 8 + (next() as usize) % 84
+            } else {
+                1024 + (next() as usize) % 256
+            };
+            b[at] = next() as u8;
+        }
+        let entries_crc = crc(&b[1024..1024 + 128 * 128]);
+        put(&mut b, 512 + 88, &entries_crc.to_le_bytes());
+        put(&mut b, 512 + 16, &[0; 4]);
+        let hsize = (u32::from_le_bytes(b[524..528].try_into().unwrap()) as usize).clamp(92, 512);
+        let c = crc(&b[512..512 + hsize]);
+        put(&mut b, 512 + 16, &c.to_le_bytes());
+        let d = disk(b, 512);
+        if let Ok(l) = inspect(&d) {
+            for v in &l.volumes {
+                assert!(v.offset + v.length <= d.size());
+            }
+        }
+    }
+}

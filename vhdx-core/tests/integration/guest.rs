@@ -14,7 +14,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vhdx_core::create::{create, CreateOptions};
-use vhdx_core::guest::{self, odx_check_disk, Controller, OdxOptions, OdxReport, VolumeKind};
+use vhdx_core::guest::{
+    self, odx_check_disk, Controller, OdxOptions, OdxReport, VolumeKind, VolumeReader,
+};
 use vhdx_core::{Disk, ErrorKind, OpenOptions, VirtualDisk};
 
 const MIB: u64 = 1 << 20;
@@ -996,4 +998,100 @@ fn odx_unreadable_ntfs_volume() {
         t[t.len() - 1],
         row("guest_file_not_examined", "volume 0: /x", "fail")
     );
+}
+
+/// Random damage to the MFT and directory index of a real NTFS volume: looking a file up
+/// ends (within seconds) in facts, "not found" or a typed error; a panic of the `ntfs`
+/// crate is turned into a corruption error, never passed on.
+#[test]
+fn damaged_ntfs_lookups_end_cleanly() {
+    use vhdx_core::guest::ntfs_file::NtfsVolume;
+    if !have_all(&["mkntfs", "ntfscp"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![
+        ("f00.bin", noise(5000, 0)),
+        ("f01.bin", noise(5000, 1)),
+        ("plain.bin", noise(70_000, 99)),
+    ];
+    let vol = ntfs_volume(dir.path(), "fz.raw", 8 * MIB, &files);
+    let base = fs::read(&vol).unwrap();
+    let mft = {
+        let cluster = u64::from(u16::from_le_bytes([base[11], base[12]])) * u64::from(base[13]);
+        (u64::from_le_bytes(base[0x30..0x38].try_into().unwrap()) * cluster) as usize
+    };
+    let mut x = 0xD1B5_4A32_D192_ED03u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cases: Vec<Vec<u8>> = (0..150)
+        .map(|_| {
+            let mut b = base.clone();
+            for _ in 0..1 + next() % 40 {
+                // The first 96 MFT records: system files, the root directory, our files.
+                let at = mft + (next() as usize) % (96 * 1024);
+                b[at] = next() as u8;
+            }
+            b
+        })
+        .collect();
+    std::thread::spawn(move || {
+        let (mut found, mut missing, mut errors) = (0, 0, 0);
+        for b in cases {
+            let d = MemDisk(b);
+            match NtfsVolume::open(VolumeReader::whole(&d)).and_then(|v| v.lookup("/plain.bin")) {
+                Ok(guest::ntfs_file::Lookup::File(_)) => found += 1,
+                Ok(_) => missing += 1,
+                Err(e) => {
+                    assert!(
+                        matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Io),
+                        "{e}"
+                    );
+                    errors += 1
+                }
+            }
+        }
+        tx.send((found, missing, errors)).unwrap();
+    });
+    let (found, missing, errors) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("a lookup on a damaged volume did not end");
+    eprintln!("damaged NTFS lookups: {found} found, {missing} not found, {errors} errors");
+    assert_eq!(found + missing + errors, 150);
+}
+
+/// Raw bytes as a virtual disk (512-byte sectors).
+struct MemDisk(Vec<u8>);
+
+impl VirtualDisk for MemDisk {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn logical_sector_size(&self) -> u32 {
+        512
+    }
+    fn physical_sector_size(&self) -> u32 {
+        512
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> vhdx_core::Result<()> {
+        vhdx_core::disk::check_range(self.size(), offset, buf.len() as u64)?;
+        let o = offset as usize;
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn block_status(&self, offset: u64, length: u64) -> vhdx_core::Result<vhdx_core::Extent> {
+        Ok(vhdx_core::Extent {
+            offset,
+            length: length.min(self.size() - offset),
+            status: vhdx_core::Status::Data {
+                depth: 0,
+                file_offset: Some(offset),
+            },
+        })
+    }
 }
