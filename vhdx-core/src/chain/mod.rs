@@ -280,6 +280,74 @@ impl Disk {
         Ok(disk)
     }
 
+    /// Opens a chain whose images are all held in storages rather than found through
+    /// locators (images in memory, fuzzing, callers that already opened the files):
+    /// `images[0]` is the disk, `images[1]` its parent, and so on, each with the name used in
+    /// messages. Each parent must pass the same linkage check as a parent found on disk —
+    /// format, logical sector size and identity (`opts.verify_linkage`, the explicit
+    /// override) — and locators are never followed, so `opts.parents` and `opts.policy` play
+    /// no part. `opts.format` applies to the first image; `opts.max_depth` bounds the chain.
+    /// A differencing image at the end of the list fails with
+    /// [`ErrorKind::ParentNotFound`] when `opts.require_parent` is set, and otherwise opens
+    /// with reads of parent ranges failing (as [`Disk::from_storage`]). A parent given to an
+    /// image that has none is an [`ErrorKind::InvalidArgument`].
+    pub fn from_storages(
+        images: Vec<(Arc<dyn Storage>, String)>,
+        opts: &OpenOptions,
+    ) -> Result<Disk> {
+        let depth = images.len().saturating_sub(1);
+        if depth > opts.max_depth {
+            return Err(Error::new(
+                ErrorKind::ChainLoop,
+                format!("{depth} parents given; the limit is {}", opts.max_depth),
+            ));
+        }
+        let mut rest = images.into_iter();
+        let Some((storage, name)) = rest.next() else {
+            return Err(Error::invalid_argument("no image given"));
+        };
+        let image = open_image(storage, &name, opts.format)?;
+        let mut disk = Disk {
+            path: None,
+            image,
+            parent: None,
+            parent_info: None,
+            parent_error: None,
+        };
+        let req = disk.image.file().parent_request();
+        let parents: Vec<_> = rest.collect();
+        let Some(req) = req else {
+            if parents.is_empty() {
+                return Ok(disk);
+            }
+            return Err(Error::invalid_argument(format!(
+                "{name} is not a differencing image, yet a parent was given"
+            )));
+        };
+        let mut pinfo = parent_info_base(&req, "not_opened");
+        if parents.is_empty() {
+            let msg = "no storage was given for the parent".to_string();
+            if opts.require_parent {
+                return Err(Error::new(ErrorKind::ParentNotFound, msg).structure("parent locator"));
+            }
+            disk.parent_info = Some(pinfo);
+            disk.parent_error = Some((ErrorKind::ParentNotFound, msg));
+            return Ok(disk);
+        }
+        let parent_name = parents[0].1.clone();
+        let sub = OpenOptions {
+            format: None,
+            max_depth: opts.max_depth.saturating_sub(1),
+            ..opts.clone()
+        };
+        let parent = Disk::from_storages(parents, &sub)?;
+        pinfo.resolved_path = Some(parent_name.clone());
+        check_linkage(&parent, &parent_name, &req, opts, &mut pinfo)?;
+        disk.parent = Some(Arc::new(parent));
+        disk.parent_info = Some(pinfo);
+        Ok(disk)
+    }
+
     /// The image of this disk (without parents).
     pub fn image(&self) -> &Image {
         &self.image
@@ -593,62 +661,8 @@ fn find_and_open_parent(
             pinfo.status = "error".into();
         })?;
         pinfo.resolved_path = Some(cand.display().to_string());
-        let actual = parent.image.file().linkage_id();
-        pinfo.actual_id = Some(format!("{{{actual}}}"));
-        if parent.format() != req.format {
-            pinfo.status = "error".into();
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "the parent {} is a {} image; a {} differencing disk needs a {} parent",
-                    cand.display(),
-                    parent.format().as_str(),
-                    req.format.as_str(),
-                    req.format.as_str()
-                ),
-            )
-            .in_file(child));
-        }
-        if parent.image.file().logical_sector_size() != req.logical_sector_size {
-            pinfo.status = "error".into();
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "the parent {} has {}-byte logical sectors; its child has {}",
-                    cand.display(),
-                    parent.image.file().logical_sector_size(),
-                    req.logical_sector_size
-                ),
-            )
-            .structure("parent linkage")
-            .in_file(child));
-        }
-        if !req.expected.contains(&actual) {
-            if opts.verify_linkage {
-                pinfo.status = "linkage_mismatch".into();
-                return Err(Error::new(
-                    ErrorKind::LinkageMismatch,
-                    format!(
-                        "the parent {} is not the disk this child was made from: its {} differs",
-                        cand.display(),
-                        req.id_name
-                    ),
-                )
-                .structure("parent linkage")
-                .expected(
-                    req.expected
-                        .iter()
-                        .map(|u| format!("{{{u}}}"))
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                )
-                .found(format!("{{{actual}}}"))
-                .in_file(child));
-            }
-            pinfo.status = "ignored_mismatch".into();
-        } else {
-            pinfo.status = "ok".into();
-        }
+        check_linkage(&parent, &cand.display().to_string(), req, opts, pinfo)
+            .map_err(|e| e.in_file(child))?;
         return Ok(parent);
     }
     tried.extend(unusable);
@@ -677,6 +691,69 @@ fn find_and_open_parent(
     Err(Error::new(kind, msg)
         .structure("parent locator")
         .in_file(child))
+}
+
+/// Checks that `parent` (named `name` in messages) is the parent `req` describes: its
+/// format, its logical sector size and — unless `opts.verify_linkage` is off, the caller's
+/// explicit override — its identity. Records the outcome in `pinfo`.
+fn check_linkage(
+    parent: &Disk,
+    name: &str,
+    req: &ParentRequest,
+    opts: &OpenOptions,
+    pinfo: &mut ParentInfo,
+) -> Result<()> {
+    let actual = parent.image.file().linkage_id();
+    pinfo.actual_id = Some(format!("{{{actual}}}"));
+    if parent.format() != req.format {
+        pinfo.status = "error".into();
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the parent {name} is a {} image; a {} differencing disk needs a {} parent",
+                parent.format().as_str(),
+                req.format.as_str(),
+                req.format.as_str()
+            ),
+        ));
+    }
+    if parent.image.file().logical_sector_size() != req.logical_sector_size {
+        pinfo.status = "error".into();
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "the parent {name} has {}-byte logical sectors; its child has {}",
+                parent.image.file().logical_sector_size(),
+                req.logical_sector_size
+            ),
+        )
+        .structure("parent linkage"));
+    }
+    if req.expected.contains(&actual) {
+        pinfo.status = "ok".into();
+        return Ok(());
+    }
+    if !opts.verify_linkage {
+        pinfo.status = "ignored_mismatch".into();
+        return Ok(());
+    }
+    pinfo.status = "linkage_mismatch".into();
+    Err(Error::new(
+        ErrorKind::LinkageMismatch,
+        format!(
+            "the parent {name} is not the disk this child was made from: its {} differs",
+            req.id_name
+        ),
+    )
+    .structure("parent linkage")
+    .expected(
+        req.expected
+            .iter()
+            .map(|u| format!("{{{u}}}"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    )
+    .found(format!("{{{actual}}}")))
 }
 
 impl Layer for Disk {

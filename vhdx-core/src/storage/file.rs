@@ -2,15 +2,20 @@
 //! `seek_read`/`seek_write` on Windows): no shared cursor, so one handle serves any number of
 //! threads.
 
+use super::faulty::{FaultOp, Faults};
 use super::{Storage, StorageMut};
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A file accessed only through positional I/O.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
+    /// The fault plan in force when the file was opened for writing inside
+    /// [`super::faulty::inject`] (tests only; `None` otherwise).
+    faults: Option<Arc<Faults>>,
 }
 
 impl FileStorage {
@@ -18,6 +23,7 @@ impl FileStorage {
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(FileStorage {
             file: File::open(path)?,
+            faults: None,
         })
     }
 
@@ -27,7 +33,7 @@ impl FileStorage {
             .read(true)
             .write(true)
             .open(path)?;
-        Ok(FileStorage { file })
+        Ok(FileStorage::from_file(file))
     }
 
     /// Opens `path` for reading and writing and takes the write locks (see [`super::lock`]):
@@ -50,9 +56,21 @@ impl FileStorage {
         }
     }
 
-    /// Wraps an already open file.
+    /// Wraps an already open file (for writing: under the fault plan of
+    /// [`super::faulty::inject`], if one is in force on this thread).
     pub fn from_file(file: File) -> Self {
-        FileStorage { file }
+        FileStorage {
+            file,
+            faults: super::faulty::current(),
+        }
+    }
+
+    /// Counts a call of kind `op` under the fault plan, failing it when the plan says so.
+    fn fault(&self, op: FaultOp) -> io::Result<()> {
+        match &self.faults {
+            Some(f) => f.hit(op),
+            None => Ok(()),
+        }
     }
 
     /// The underlying file.
@@ -171,18 +189,22 @@ impl Storage for FileStorage {
 
 impl StorageMut for FileStorage {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fault(FaultOp::Write)?;
         pwrite_all(&self.file, buf, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fault(FaultOp::SetLen)?;
         self.file.set_len(len)
     }
 
     fn sync(&self) -> io::Result<()> {
+        self.fault(FaultOp::Sync)?;
         self.file.sync_all()
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fault(FaultOp::Write)?;
         // Holes are whole host blocks: punch the aligned middle, write the edges.
         const HOST_BLOCK: u64 = 4096;
         let a = offset.div_ceil(HOST_BLOCK) * HOST_BLOCK;
@@ -196,11 +218,13 @@ impl StorageMut for FileStorage {
 
     #[cfg(unix)]
     fn copy_within(&self, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        self.fault(FaultOp::Write)?;
         super::sparse::copy_keeping_holes(&self.file, src, &self.file, dst, len)
     }
 
     #[cfg(unix)]
     fn copy_from(&self, from: &File, src: u64, dst: u64, len: u64) -> io::Result<()> {
+        self.fault(FaultOp::Write)?;
         super::sparse::copy_all(from, src, &self.file, dst, len)
     }
 }

@@ -6,6 +6,7 @@
 //! `fcntl` locks of [`lock`] and the `fstatfs`/`ioctl` queries of [`hostfile`] contain
 //! `unsafe` code.
 
+pub mod faulty;
 mod file;
 pub mod hostfile;
 mod journal;
