@@ -297,7 +297,7 @@ pub fn render(out: &mut dyn Write, r: &CompactReport) -> io::Result<()> {
             count(s.zero_blocks_released, "all-zero block"),
             if s.dry_run { "to release" } else { "released" },
         ));
-        if s.free_space_pass {
+        if !s.volumes.is_empty() {
             line.push_str(&format!(
                 ", {} of free space {}",
                 count(s.free_space_blocks_released, "block"),

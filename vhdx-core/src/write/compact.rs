@@ -530,12 +530,13 @@ struct Release {
 /// disks release every zero block; differencing disks release one where the parent also
 /// reads zeros, and otherwise (VHDX, fully present blocks) give it the ZERO state.
 ///
-/// Blocks with free space of an understood volume: wholly free ones are released (in a
-/// differencing disk the parent's bytes then show through there, which free space may
-/// hold); for the others, the bytes that are not free must read as zeros as the guest sees
-/// them, and then the block is released (a differencing disk needs the parent to read zeros
-/// there too, else a VHDX block takes the ZERO state). A block that fails this is still
-/// tried as a zero block.
+/// Blocks with free space of an understood volume: the bytes that are not free (if any)
+/// must read as zeros as the guest sees them; then a dynamic disk's block becomes
+/// unallocated and a differencing VHDX's block takes the ZERO state (like a trim: what the
+/// child dropped never shows the parent's bytes). A differencing VHD has no ZERO state: its
+/// block becomes unallocated when the parent reads zeros wherever the block is not free (so
+/// only free space may show the parent's bytes). A block that fails this is still tried as
+/// a zero block.
 ///
 /// Two threads scan, a block stops being read at its first non-zero piece, and this thread
 /// reports the bytes scanned.
@@ -655,30 +656,24 @@ fn free_release(
     is_vhdx: bool,
     buf: &mut [u8],
 ) -> Result<Option<u64>> {
-    let not_present = Some(fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0));
-    if c.used.is_empty() {
-        return Ok(not_present);
-    }
     for &(o, l) in &c.used {
         if !all_zero(l, buf, |b, at| disk.read_at(b, o + at))? {
             return Ok(None);
         }
     }
-    let Some(parent) = disk.parent().filter(|_| diff) else {
-        return Ok(not_present);
+    let not_present = Some(fb::make_entry(fb::PAYLOAD_NOT_PRESENT, 0));
+    let parent = match disk.parent().filter(|_| diff) {
+        None => return Ok(not_present),
+        // The ZERO state makes all of the block read zeros, which its used bytes already do.
+        Some(_) if is_vhdx => return Ok(Some(fb::make_entry(fb::PAYLOAD_ZERO, 0))),
+        Some(p) => p,
     };
-    let mut parent_zero = true;
     for &(o, l) in &c.used {
         if !all_zero(l, buf, |b, at| parent.read_at(b, o + at))? {
-            parent_zero = false;
-            break;
+            return Ok(None);
         }
     }
-    if parent_zero {
-        return Ok(not_present);
-    }
-    // The ZERO state makes all of the block read zeros, which its used bytes already do.
-    Ok(is_vhdx.then(|| fb::make_entry(fb::PAYLOAD_ZERO, 0)))
+    Ok(not_present)
 }
 
 /// Whether the `len` bytes `read(buf, offset_within)` gives are all zero, read in pieces of

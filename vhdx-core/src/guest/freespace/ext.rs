@@ -238,18 +238,15 @@ pub(super) fn free_ranges(vol: &VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Hal
     let meta = metadata_extents(&g, &groups);
     let mut out = Vec::new();
     let mut bitmap = vec![0u8; g.block_size as usize];
-    let mut meta_at = 0;
     for (n, grp) in groups.iter().enumerate() {
         let n = n as u64;
         let first = g.first_data_block + n * g.blocks_per_group;
         let blocks = g.blocks_per_group.min(g.blocks_count - first);
         let clusters = blocks.div_ceil(g.cluster_blocks);
-        // The metadata extents that start before this group's end, from where the last
-        // group stopped (they are sorted and do not overlap groups' order).
         let group_end = first + blocks;
         let mut runs = Vec::new();
         if grp.block_uninit && !matches!(g.csum, Csum::None) {
-            uninit_runs(&g, n, first, blocks, grp, &meta, &mut runs);
+            uninit_runs(&g, first, blocks, grp, &meta, &mut runs);
         } else {
             let len = (g.clusters_per_group / 8) as usize;
             let at = grp.block_bitmap * g.block_size;
@@ -272,15 +269,9 @@ pub(super) fn free_ranges(vol: &VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Hal
             }
         }
         // No metadata block may lie in a free run.
-        while meta_at < meta.len() && meta[meta_at].0 + meta[meta_at].1 <= first {
-            meta_at += 1;
-        }
-        let mut m = meta_at;
         for &(s, l) in &runs {
             let e = (s + l).min(group_end);
-            while m < meta.len() && meta[m].0 + meta[m].1 <= s {
-                m += 1;
-            }
+            let m = meta.partition_point(|&(ms, ml)| ms + ml <= s);
             if m < meta.len() && meta[m].0 < e {
                 return Err(inconsistent(format!(
                     "group {n}: block {} holds file system metadata but its bitmap calls \
@@ -578,11 +569,10 @@ impl Geometry {
             }
         }
         if g == 0 {
-            // Everything from block 0: the boot block, and with 1 KiB blocks and no
-            // first data block, the superblock in block 1.
-            let start = 0;
-            let gdt_end = self.descriptor_block(0).max(first + n);
-            return (start, gdt_end.max(first + n) - start);
+            // Everything from block 0: the boot block, and with 1 KiB blocks but no first
+            // data block (bigalloc) the superblock in block 1, one block later.
+            let shifted = self.block_size == 1024 && self.first_data_block == 0;
+            return (0, first + n + u64::from(shifted));
         }
         (first, n)
     }
@@ -743,7 +733,6 @@ fn metadata_extents(g: &Geometry, groups: &[Group]) -> Vec<(u64, u64)> {
 /// disagrees with the descriptor.
 fn uninit_runs(
     g: &Geometry,
-    _n: u64,
     first: u64,
     blocks: u64,
     grp: &Group,
