@@ -91,6 +91,33 @@ pub struct Extent {
 }
 
 /// A virtual disk: a flat array of bytes of a fixed size, read with positional calls.
+///
+/// Every format, chain and raw file reads the same way; the allocation status says which
+/// ranges hold data, so an operation can skip the rest without reading it:
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::{Disk, Status, VirtualDisk};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("disk.vhdx");
+/// # create(&path, &CreateOptions::new().size(64 << 20).block_size(1 << 20))?;
+/// # let w = Disk::open_rw(&path, &Default::default())?;
+/// # w.write_at(b"data", 5 << 20)?;
+/// # w.close()?;
+/// let disk = Disk::open(&path)?;
+/// let mut with_data = 0;
+/// disk.visit_extents(0, disk.size(), &mut |e| {
+///     if matches!(e.status, Status::Data { .. }) {
+///         with_data += e.length;
+///     }
+///     Ok(())
+/// })?;
+/// assert_eq!(with_data, 1 << 20); // one 1 MiB block
+/// let mut buf = [0u8; 4];
+/// disk.read_at(&mut buf, 5 << 20)?;
+/// assert_eq!(&buf, b"data");
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub trait VirtualDisk: Send + Sync {
     /// Virtual size in bytes.
     fn size(&self) -> u64;

@@ -136,6 +136,21 @@ pub(crate) struct ParentFacts {
 
 /// Creates the disk `path` described by `opts`. Fails with [`ErrorKind::InvalidArgument`]
 /// for impossible parameters or an existing target; on any failure no file is left behind.
+///
+/// ```
+/// use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::{Disk, DiskType, VirtualDisk};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let base = dir.path().join("base.vhdx");
+/// create(&base, &CreateOptions::new().size(64 << 20))?;            // dynamic, 32 MiB blocks
+/// let child = dir.path().join("child.avhdx");
+/// create(&child, &CreateOptions::new().parent(&base))?;           // differencing
+/// let fixed = dir.path().join("fixed.vhd");
+/// create(&fixed, &CreateOptions::new().size(16 << 20).disk_type(DiskType::Fixed))?;
+/// assert_eq!(Disk::open(&child)?.size(), 64 << 20);
+/// assert!(create(&base, &CreateOptions::new().size(1 << 20)).is_err()); // never overwrites
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
     create_inner(path, opts).map_err(|e| e.in_file(path))
 }

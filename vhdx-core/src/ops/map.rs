@@ -26,6 +26,21 @@ pub struct MapEntry {
 }
 
 /// The map of `disk`: every byte of the virtual disk in exactly one entry, in order.
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::Disk;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("disk.vhdx");
+/// # create(&path, &CreateOptions::new().size(64 << 20).block_size(1 << 20))?;
+/// let w = Disk::open_rw(&path, &Default::default())?;
+/// w.write_at(&[7; 4096], 3 << 20)?;
+/// w.close()?;
+/// let map = vhdx_core::ops::map::map(&Disk::open(&path)?)?;
+/// let data: Vec<_> = map.iter().filter(|e| e.data).map(|e| (e.start, e.length)).collect();
+/// assert_eq!(data, [(3 << 20, 1 << 20)]); // the block written, the rest reads zeros
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn map(disk: &dyn VirtualDisk) -> Result<Vec<MapEntry>> {
     Ok(extents(disk)?
         .into_iter()

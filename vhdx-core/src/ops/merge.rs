@@ -140,6 +140,26 @@ struct Range {
 /// [`MergeOptions::into`] is not in its chain, when the ancestor's size differs from the
 /// child's, when a disk of the chain does not match its child's record (except after an
 /// interrupted merge of this child), and when the ancestor or a merged disk is in use.
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::ops::merge::{merge, MergeOptions};
+/// use vhdx_core::{Disk, VirtualDisk};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let base = dir.path().join("base.vhdx");
+/// # create(&base, &CreateOptions::new().size(8 << 20))?;
+/// let child = dir.path().join("child.avhdx");
+/// create(&child, &CreateOptions::new().parent(&base))?;
+/// let w = Disk::open_rw(&child, &Default::default())?;
+/// w.write_at(b"checkpoint", 4096)?;
+/// w.close()?;
+/// let stats = merge(&child, &MergeOptions::default(), None)?; // into its parent
+/// assert_eq!(stats.merged.len(), 1);
+/// let mut buf = [0u8; 10];
+/// Disk::open(&base)?.read_at(&mut buf, 4096)?;
+/// assert_eq!(&buf, b"checkpoint");
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn merge(
     child: &Path,
     opts: &MergeOptions,

@@ -211,6 +211,22 @@ impl WritableDisk {
     /// of an unaligned range are zeroed by read-modify-write. Trimmed ranges read as zeros
     /// at once, on every disk type; like writes, the change is durable after
     /// [`WritableDisk::flush`].
+    ///
+    /// ```
+    /// # use vhdx_core::create::{create, CreateOptions};
+    /// use vhdx_core::{Disk, VirtualDisk};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("disk.vhdx");
+    /// # create(&path, &CreateOptions::new().size(64 << 20).block_size(1 << 20))?;
+    /// let disk = Disk::open_rw(&path, &Default::default())?;
+    /// disk.write_at(&[1; 1 << 20], 0)?;
+    /// disk.trim(0, 1 << 20)?; // the whole block is freed
+    /// let mut buf = [9u8; 512];
+    /// disk.read_at(&mut buf, 0)?;
+    /// assert_eq!(buf, [0; 512]);
+    /// disk.close()?;
+    /// # Ok::<(), vhdx_core::Error>(())
+    /// ```
     pub fn trim(&self, offset: u64, length: u64) -> Result<()> {
         self.with_engine(offset, length, |engine| {
             let lss = u64::from(self.disk.logical_sector_size());

@@ -78,6 +78,25 @@ pub struct SetParentStats {
 /// recorded, unless `ignore_id_mismatch`; with [`ErrorKind::InvalidArgument`] when `child` is
 /// not a differencing disk or `parent` is of another format, has other sector sizes, or is
 /// the child or one of its descendants.
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::write::set_parent;
+/// use vhdx_core::Disk;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let base = dir.path().join("base.vhdx");
+/// # create(&base, &CreateOptions::new().size(8 << 20))?;
+/// # let child = dir.path().join("child.avhdx");
+/// # create(&child, &CreateOptions::new().parent(&base))?;
+/// // The parent moved to another folder: the child cannot find it any more.
+/// let moved = dir.path().join("moved.vhdx");
+/// std::fs::rename(&base, &moved).unwrap();
+/// assert!(Disk::open(&child).is_err());
+/// let stats = set_parent(&child, &moved, false)?; // its identity is checked
+/// assert_eq!(stats.relative_path, r".\moved.vhdx"); // as Hyper-V records it
+/// assert!(Disk::open(&child).is_ok());
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn set_parent(child: &Path, parent: &Path, ignore_id_mismatch: bool) -> Result<SetParentStats> {
     // The old parent may be missing or wrong: that is what this repairs.
     let opts = OpenOptions {

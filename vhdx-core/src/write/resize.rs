@@ -116,6 +116,19 @@ enum Goal {
 /// Resizes the disk at `path` to `new_size` bytes (see the module documentation). `opts`
 /// opens the parents of a differencing disk; `progress(done, total)` is called as data is
 /// moved or scanned.
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::write::resize::{resize, resize_to_minimum};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("disk.vhdx");
+/// # create(&path, &CreateOptions::new().size(64 << 20).block_size(1 << 20))?;
+/// let grown = resize(&path, 1 << 30, &Default::default(), None)?;
+/// assert_eq!((grown.size_before, grown.size_after), (64 << 20, 1 << 30));
+/// let shrunk = resize_to_minimum(&path, &Default::default(), None)?; // nothing written yet
+/// assert!(shrunk.size_after < 1 << 30);
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn resize(
     path: &Path,
     new_size: u64,

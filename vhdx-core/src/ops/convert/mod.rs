@@ -188,6 +188,22 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Disk> {
 /// source (a VHD over 2040 GiB, a size that is not a whole number of sectors, for Azure one
 /// that is not a whole number of MiB), the options contradict each other, or `out` exists
 /// and `opts` does not allow overwriting it; on any failure nothing is left under `out`.
+///
+/// ```
+/// # use vhdx_core::create::{create, CreateOptions};
+/// use vhdx_core::ops::convert::{convert, ConvertOptions};
+/// use vhdx_core::{Disk, DiskType, Format};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let src = dir.path().join("disk.vhdx");
+/// # create(&src, &CreateOptions::new().size(32 << 20))?;
+/// let out = dir.path().join("azure.vhd");
+/// let disk = Disk::open(&src)?;
+/// let opts = ConvertOptions::new(Format::Vhd).azure(true).round_up(true);
+/// let stats = convert(&disk, &out, &opts, Some(&|done, total| eprintln!("{done}/{total}")))?;
+/// assert_eq!(stats.disk_type, Some(DiskType::Fixed));
+/// assert_eq!(stats.file_length, (32 << 20) + 512); // data + footer
+/// # Ok::<(), vhdx_core::Error>(())
+/// ```
 pub fn convert(
     disk: &dyn VirtualDisk,
     out: &Path,
