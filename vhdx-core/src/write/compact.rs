@@ -8,7 +8,7 @@
 //!   else (VHDX) the ZERO state — then do what `quick` does. Unless turned off
 //!   ([`CompactOptions::free_space`]), full mode also reads the free-space maps of the
 //!   guest's file systems ([`FreeMap`]) and releases every block whose bytes are each free
-//!   in an understood volume or read as zeros (see [`zero_blocks`]).
+//!   in an understood volume or read as zeros.
 //! - `retrim`: move nothing; punch holes in the host file wherever no block or structure
 //!   lies, so the file becomes sparse and keeps its length.
 //!
