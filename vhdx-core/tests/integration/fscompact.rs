@@ -1058,3 +1058,148 @@ fn trimming_free_space_gives_back_host_space() {
     let back = libvhdi_back(&child, &[&parent], dir.path());
     verify(&guest, &back, map.ranges());
 }
+
+/// The block number `dumpe2fs` gives for group 0's block bitmap.
+fn group0_bitmap(img: &Path) -> u64 {
+    let out = String::from_utf8(run(cmd("dumpe2fs").arg(img))).unwrap();
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Block bitmap at "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("group 0's block bitmap")
+}
+
+/// XORs `mask` into the byte at `at` of the file.
+fn flip(img: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, at).unwrap();
+}
+
+/// Maps that cannot be trusted are skipped with the right reason, never half-read: each
+/// case starts from a fresh mkfs and changes one thing (with debugfs where it keeps the
+/// checksums right, else by flipping bytes).
+#[test]
+fn untrustworthy_ext_maps_are_skipped_with_their_reason() {
+    if !have(&["mkfs.ext4", "mkfs.ext2", "debugfs", "dumpe2fs"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    type Change = fn(&Path);
+    let cases: &[(&str, &[&str], Change, SkipKind, &str)] = &[
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "ssv state 3"),
+            SkipKind::NotClean,
+            "errors",
+        ),
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "ssv state 0"),
+            SkipKind::NotClean,
+            "cleanly",
+        ),
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "ssv last_orphan 12"),
+            SkipKind::NotClean,
+            "orphan",
+        ),
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "ssv error_count 1"),
+            SkipKind::NotClean,
+            "errors",
+        ),
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "feature needs_recovery"),
+            SkipKind::NeedsRecovery,
+            "needs_recovery",
+        ),
+        // An incompat bit nobody knows (with the superblock checksum made right again).
+        (
+            "ext4",
+            &[],
+            |p| debugfs_w(p, "ssv feature_incompat 0x800002c2"),
+            SkipKind::UnsupportedFeature,
+            "incompat",
+        ),
+        // The superblock checksum no longer matches (a byte of the volume name).
+        (
+            "ext4",
+            &[],
+            |p| flip(p, 1024 + 0x78, 0x20),
+            SkipKind::Inconsistent,
+            "superblock checksum",
+        ),
+        // A bit of group 0's block bitmap: its metadata_csum checksum no longer matches.
+        (
+            "ext4",
+            &[],
+            |p| flip(p, group0_bitmap(p) * 4096 + 600, 0x01),
+            SkipKind::Inconsistent,
+            "bitmap checksum",
+        ),
+        // Without checksums, a used block flipped to free: the group's count disagrees.
+        (
+            "ext2",
+            &[],
+            |p| flip(p, group0_bitmap(p) * 4096, 0x01),
+            SkipKind::Inconsistent,
+            "free clusters",
+        ),
+        // A group descriptor byte (uninit_bg's CRC-16).
+        (
+            "ext4",
+            &["-O", "^metadata_csum,uninit_bg"],
+            |p| flip(p, 4096 + 32 + 0x0C, 0x01),
+            SkipKind::Inconsistent,
+            "descriptor checksum",
+        ),
+    ];
+    for (i, &(kind, args, change, want, text)) in cases.iter().enumerate() {
+        let img = dir.path().join(format!("{i}.img"));
+        let mut a = vec!["-b", "4096"];
+        a.extend_from_slice(args);
+        mkfs_ext(&img, 32 * MIB, kind, &a);
+        change(&img);
+        match our_free(&open_raw(&img)) {
+            FreeSpace::Skipped(s) => {
+                assert_eq!(s.kind, want, "case {i}: {s:?}");
+                assert!(s.reason.contains(text), "case {i}: {s:?}");
+            }
+            FreeSpace::Free(_) => panic!("case {i}: the map was used"),
+        }
+    }
+    // A file system larger than its partition (the table cut it short).
+    let fs = dir.path().join("big.img");
+    mkfs_ext(&fs, 32 * MIB, "ext4", &["-b", "4096"]);
+    let raw = dir.path().join("cut.raw");
+    place(&raw, 34 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    run(cmd("sgdisk").args(["-d1", "-n1:2048:+16M"]).arg(&raw));
+    let map = map_of(&raw);
+    assert_eq!(
+        map.volumes[0].skipped,
+        Some(SkipKind::Inconsistent),
+        "{:?}",
+        map.volumes[0]
+    );
+    assert!(map.volumes[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("larger than its volume"));
+}
