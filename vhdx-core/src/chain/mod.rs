@@ -419,9 +419,20 @@ impl Disk {
         }
         // What the guest sees; a disk whose guest cannot be read (a parent missing, a
         // damaged partition table) still gets its info, with the reason as a note.
-        match crate::guest::inspect(self) {
-            Ok(layout) => info.guest = Some(layout),
-            Err(e) => info.guest_note = Some(format!("the guest layout cannot be read: {e}")),
+        if let Some(d) = self.chain().iter().find(|d| d.parent_error.is_some()) {
+            let name = d
+                .path
+                .as_ref()
+                .map_or_else(|| "<memory>".into(), |p| p.display().to_string());
+            info.guest_note = Some(format!(
+                "not read: the parent of {name} is not open; pass --parent PATH (Python: \
+                 parent=...) to see the partitions and volumes"
+            ));
+        } else {
+            match crate::guest::inspect(self) {
+                Ok(layout) => info.guest = Some(layout),
+                Err(e) => info.guest_note = Some(format!("the guest layout cannot be read: {e}")),
+            }
         }
         Ok(info)
     }

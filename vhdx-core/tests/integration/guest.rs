@@ -1095,3 +1095,36 @@ impl VirtualDisk for MemDisk {
         })
     }
 }
+
+/// `info` of a differencing disk whose parent is missing: the guest is not read, and the
+/// note says how to give the parent; with the parent, the guest is the parent's.
+#[test]
+fn info_guest_of_a_child_without_its_parent() {
+    if !have_all(&["mkntfs", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vol = ntfs_volume(d, "p.raw", 8 * MIB, &[]);
+    let parent = d.join("p.vhdx");
+    qemu_img(&["convert", "-O", "vhdx", s(&vol), s(&parent)]);
+    let child = d.join("c.avhdx");
+    create(&child, &CreateOptions::new().parent(&parent)).unwrap();
+    let info = Disk::open(&child).unwrap().info(false).unwrap();
+    let g = info.guest.expect("the guest through the chain");
+    assert_eq!((g.volumes.len(), g.volumes[0].kind), (1, VolumeKind::Ntfs));
+    assert_eq!(info.guest_note, None);
+    let moved = d.join("elsewhere.vhdx");
+    fs::rename(&parent, &moved).unwrap();
+    let opts = OpenOptions {
+        require_parent: false,
+        ..OpenOptions::default()
+    };
+    let info = Disk::open_with(&child, &opts).unwrap().info(false).unwrap();
+    assert!(info.guest.is_none());
+    let note = info.guest_note.unwrap();
+    assert!(
+        note.contains("is not open") && note.contains("--parent"),
+        "{note}"
+    );
+}
