@@ -749,6 +749,23 @@ fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
         .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
         .unwrap();
     assert_eq!(map.volumes[0].free_bytes, Some(theirs));
+    // Exactly ntfs-3g's $Bitmap (`ntfscat`), cluster by cluster, within the volume's
+    // whole clusters.
+    let bitmap = run(cmd("ntfscat").arg(&fs).arg("$Bitmap"));
+    let cluster = 4096;
+    // mkntfs leaves the last sector of the partition (the backup boot sector) out.
+    let clusters = (48 * MIB - 512) / cluster;
+    let mut want: Vec<(u64, u64)> = Vec::new();
+    for c in 0..clusters {
+        if bitmap[(c / 8) as usize] >> (c % 8) & 1 == 0 {
+            let at = MIB + c * cluster;
+            match want.last_mut() {
+                Some(l) if l.0 + l.1 == at => l.1 += cluster,
+                _ => want.push((at, cluster)),
+            }
+        }
+    }
+    assert_eq!(map.ranges(), &want[..]);
     for format in ["vhdx", "vhd"] {
         let img = dir.path().join(format!("d.{format}"));
         to_image(&raw, &img, format, "1M");
