@@ -103,9 +103,27 @@ step "cargo build --release -p vhdx-cli"
 run build-cli 2 cargo build --release -p vhdx-cli
 export VHDX_CLI=$root/target/release/vhdx
 
-step "pip install ./vhdx-py (maturin)"
-run pip-install 2 .venv/bin/python -m pip install --disable-pip-version-check \
-    --force-reinstall --no-deps ./vhdx-py
+step "pip install ./vhdx-py (maturin): its wheel into .venv and into a fresh venv"
+# `pip install ./vhdx-py` is `pip wheel` then the install of that wheel; done in two steps,
+# the one abi3 wheel also goes into an empty venv (no dependency, no source tree, nothing
+# from .venv) and must work there.
+rm -rf target/wheels target/fresh-venv
+run wheel 1 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps \
+    -w target/wheels ./vhdx-py
+run pip-install 2 sh -c ".venv/bin/python -m pip install --disable-pip-version-check \
+    --force-reinstall --no-deps target/wheels/vhdx-*.whl"
+python3 -m venv target/fresh-venv
+run fresh-venv 1 sh -c "cd target && fresh-venv/bin/python -m pip install -q \
+    --disable-pip-version-check wheels/vhdx-*.whl && fresh-venv/bin/python -c '
+import vhdx, tempfile, os
+d = tempfile.mkdtemp()
+p = os.path.join(d, \"a.vhdx\")
+with vhdx.create(p, 8 << 20) as disk:
+    disk.write_at(4096, b\"fresh\")
+assert vhdx.open(p).read_at(4096, 5) == b\"fresh\"
+assert vhdx.compare(p, p)[\"identical\"]
+print(\"fresh venv: vhdx\", vhdx.__version__, \"from\", os.path.dirname(vhdx.__file__))
+'"
 
 step "mypy --strict and stubtest on the installed package"
 run mypy 1 .venv/bin/python -m mypy --strict vhdx-py/python/vhdx vhdx-py/tests/typing/usage.py
