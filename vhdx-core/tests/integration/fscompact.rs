@@ -1220,3 +1220,26 @@ fn untrustworthy_ext_maps_are_skipped_with_their_reason() {
         .unwrap()
         .contains("larger than its volume"));
 }
+
+/// An ext2 file system made elsewhere (dfvfs's `ext2.vhd`, qemu 5.3 on Windows): our map,
+/// read through our VHD reader, equals dumpe2fs's on libvhdi's export of the disk.
+#[test]
+fn real_ext2_vhd_map_equals_dumpe2fs() {
+    let Some(real) = common::shared_real() else {
+        return;
+    };
+    if !have(&["dumpe2fs"]) {
+        return;
+    }
+    let vhd = real.join("ext2.vhd");
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("ext2.raw");
+    std::fs::write(&raw, common::pyvhdi_read_all(&vhd, &[])).unwrap();
+    let (want, bs) = dumpe2fs_free(&raw);
+    let got = match our_free(&Disk::open(&vhd).unwrap()) {
+        FreeSpace::Free(r) => r,
+        FreeSpace::Skipped(s) => panic!("skipped: {s:?}"),
+    };
+    let got: Vec<(u64, u64)> = got.iter().map(|&(o, l)| (o / bs, l / bs)).collect();
+    assert_eq!(got, want);
+}
