@@ -7,6 +7,7 @@ mod compact;
 mod convert;
 mod crash;
 mod create;
+mod faults;
 mod fscompact;
 mod guest;
 mod locking;
