@@ -193,8 +193,15 @@ mod tests {
         }
         let fs = host_fs(&f).unwrap().unwrap();
         assert_ne!(fs.magic, 0);
-        if let Some(flags) = inode_flags(&f).unwrap() {
+        let flags = inode_flags(&f).unwrap();
+        if let Some(flags) = flags {
             assert_eq!(flags & (FS_COMPR_FL | FS_ENCRYPT_FL), 0);
+        }
+        if fs.magic == 0xEF53 {
+            // ext4 keeps inode flags, and a new file uses extents (FS_EXTENT_FL): proof
+            // that the ioctl's answer is read, not invented.
+            assert_eq!(fs.name, Some("ext2/ext3/ext4"));
+            assert_ne!(flags.unwrap() & 0x0008_0000, 0, "{flags:?}");
         }
     }
 }

@@ -820,7 +820,7 @@ fn fdisk_4k_list(raw: &Path) -> Vec<(u32, u64, u64, String, String, String)> {
 /// util-linux 2.38 cannot do) inside a VHDX created with 4096-byte logical sectors.
 #[test]
 fn gpt_with_4k_sectors() {
-    if !have_all(&["fdisk", "mkfs.ext4"]) {
+    if !have_all(&["fdisk", "mkfs.ext4", "mkntfs", "ntfscp"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -846,6 +846,14 @@ fn gpt_with_4k_sectors() {
     raw_file(&ext, 8 * MIB);
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", s(&ext)]));
     place(&raw, &ext, parts[0].1 * 4096);
+    // Partition 2: NTFS with 4096-byte sectors, holding a file odx-check must find.
+    let ntfs = d.join("ntfs4k.raw");
+    raw_file(&ntfs, parts[1].2 * 4096);
+    run(Command::new("mkntfs").args(["-F", "-Q", "-q", "-s", "4096", s(&ntfs)]));
+    let src = d.join("data.bin");
+    fs::write(&src, noise(90_000, 4)).unwrap();
+    run(Command::new("ntfscp").args([s(&ntfs), s(&src), "data.bin"]));
+    place(&raw, &ntfs, parts[1].1 * 4096);
     let vhdx = d.join("f.vhdx");
     create(
         &vhdx,
@@ -883,6 +891,12 @@ fn gpt_with_4k_sectors() {
         l.volumes[0].partition.as_ref().unwrap().name.as_deref(),
         Some("root")
     );
+    assert_eq!(l.volumes[1].kind, VolumeKind::Ntfs);
+    let r = odx_check_disk(&disk, &opts(Some(2), &["/data.bin"], Controller::Scsi)).unwrap();
+    // The host rows depend on the holes our writer leaves; the guest rows do not.
+    let t = table(&r);
+    let want: Vec<_> = [scsi(), ntfs_ok(2), file_rows(2, "/data.bin", None)].concat();
+    assert_eq!(t[3..], want[..]);
 }
 
 /// Disk G: NTFS on the whole disk (no table): volume 0, and odx-check finds its files.
