@@ -219,6 +219,31 @@ fn check_log(fs: &Ntfs, r: &mut VolumeReader<'_>) -> Result<(), Halt> {
     if !page(0, &mut first)? {
         return Err(inconsistent("$LogFile is shorter than a page"));
     }
+    // The second restart page follows the first after the system page size (4 KiB when
+    // the first page does not say).
+    let size = restart_page_size(&first).unwrap_or(4096);
+    let mut second = vec![0u8; size as usize];
+    if !page(size, &mut second)? {
+        second.clear();
+    }
+    log_verdict(&first, (!second.is_empty()).then_some(&second[..]))
+}
+
+/// The system page size a restart page at the start of `$LogFile` names (where the second
+/// restart page starts), when `first` is one and the size is sane.
+fn restart_page_size(first: &[u8]) -> Option<u64> {
+    if &first[..4] != b"RSTR" {
+        return None;
+    }
+    let size = u64::from(u32::from_le_bytes(first[16..20].try_into().ok()?));
+    ((512..=65536).contains(&size) && size.is_power_of_two()).then_some(size)
+}
+
+/// Whether `$LogFile` lets the bitmap be trusted, from its first page and its second
+/// restart page (when there is one): an empty log (all `0xFF`) is clean; otherwise the
+/// valid restart page with the newest current LSN must show no client in use or the
+/// clean flag.
+fn log_verdict(first: &[u8], second: Option<&[u8]>) -> Result<(), Halt> {
     if first.iter().all(|&b| b == 0xFF) {
         return Ok(()); // empty: nothing to replay
     }
@@ -234,27 +259,19 @@ fn check_log(fs: &Ntfs, r: &mut VolumeReader<'_>) -> Result<(), Halt> {
     if &first[..4] == b"CHKD" {
         return Err(dirty("was left by chkdsk"));
     }
-    let page_size = u64::from(u32::from_le_bytes([
-        first[16], first[17], first[18], first[19],
-    ]));
-    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(inconsistent(format!("$LogFile page size {page_size}")));
-    }
-    let mut second = vec![0u8; page_size as usize];
-    let has_second = page(page_size, &mut second)?;
     // (current LSN, clean) of each valid restart page; the newest decides.
     let restart = |p: &[u8]| -> Option<(u64, bool)> {
         if &p[..4] != b"RSTR" {
             return None;
         }
         let ra = usize::from(u16::from_le_bytes([p[0x18], p[0x19]]));
-        let a = p.get(ra..ra + 0x10)?;
+        let a = p.get(ra..ra.checked_add(0x10)?)?;
         let lsn = u64::from_le_bytes(a[..8].try_into().ok()?);
         let in_use = u16::from_le_bytes([a[0xC], a[0xD]]);
         let flags = u16::from_le_bytes([a[0xE], a[0xF]]);
         Some((lsn, in_use == 0xFFFF || flags & 0x2 != 0))
     };
-    let newest = [Some(&first[..]), has_second.then_some(&second[..])]
+    let newest = [Some(first), second]
         .into_iter()
         .flatten()
         .filter_map(restart)
@@ -263,5 +280,61 @@ fn check_log(fs: &Ntfs, r: &mut VolumeReader<'_>) -> Result<(), Halt> {
         Some((_, true)) => Ok(()),
         Some((_, false)) => Err(dirty("holds unfinished transactions")),
         None => Err(inconsistent("$LogFile has no valid restart page")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restart page: current LSN, client in use list, flags.
+    fn rstr(lsn: u64, in_use: u16, flags: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 4096];
+        p[..4].copy_from_slice(b"RSTR");
+        p[16..20].copy_from_slice(&4096u32.to_le_bytes());
+        p[0x18..0x1A].copy_from_slice(&0x30u16.to_le_bytes());
+        p[0x30..0x38].copy_from_slice(&lsn.to_le_bytes());
+        p[0x3C..0x3E].copy_from_slice(&in_use.to_le_bytes());
+        p[0x3E..0x40].copy_from_slice(&flags.to_le_bytes());
+        p
+    }
+
+    fn kind(r: Result<(), Halt>) -> Option<SkipKind> {
+        match r {
+            Ok(()) => None,
+            Err(Halt::Skip(s)) => Some(s.kind),
+            Err(Halt::Fail(e)) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn log_states() {
+        let empty = vec![0xFFu8; 4096];
+        assert_eq!(kind(log_verdict(&empty, None)), None);
+        let clean = rstr(10, 0xFFFF, 0);
+        let flagged = rstr(10, 0, 2);
+        let busy = rstr(20, 0, 0);
+        assert_eq!(restart_page_size(&clean), Some(4096));
+        assert_eq!(kind(log_verdict(&clean, None)), None);
+        assert_eq!(kind(log_verdict(&flagged, None)), None);
+        assert_eq!(kind(log_verdict(&busy, None)), Some(SkipKind::Dirty));
+        // The newer page decides, whichever comes first.
+        assert_eq!(
+            kind(log_verdict(&clean, Some(&busy))),
+            Some(SkipKind::Dirty)
+        );
+        assert_eq!(kind(log_verdict(&busy, Some(&rstr(30, 0xFFFF, 0)))), None);
+        // A damaged first page: the second decides.
+        let mut torn = busy.clone();
+        torn[..4].copy_from_slice(b"BAAD");
+        assert_eq!(kind(log_verdict(&torn, Some(&clean))), None);
+        let mut chkd = clean.clone();
+        chkd[..4].copy_from_slice(b"CHKD");
+        assert_eq!(kind(log_verdict(&chkd, None)), Some(SkipKind::Dirty));
+        assert_eq!(kind(log_verdict(&torn, None)), Some(SkipKind::Inconsistent));
+        let mut far = clean.clone();
+        far[0x18..0x1A].copy_from_slice(&0xFFF8u16.to_le_bytes());
+        assert_eq!(kind(log_verdict(&far, None)), Some(SkipKind::Inconsistent));
+        assert_eq!(restart_page_size(&torn), None);
     }
 }
