@@ -142,6 +142,22 @@ def _parent_list(parent: _Parents) -> list[str]:
     return [os.fspath(p) for p in parent]
 
 
+#: What ``progress=`` takes: called with (bytes done, bytes in all).
+_Progress = Optional[Callable[[int, int], object]]
+
+
+def _run(
+    native: Callable[..., str], *args: object, progress: _Progress, **options: object
+) -> dict[str, Any]:
+    """Runs the native operation ``native(*args, progress=progress, **options)`` (after
+    checking that ``progress`` is callable) and returns the JSON object it reports as a
+    dict."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    result: dict[str, Any] = json.loads(native(*args, progress=progress, **options))
+    return result
+
+
 def create(
     path: _Path,
     size: Optional[int] = None,
@@ -198,7 +214,7 @@ def compact(
     parent: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
     free_space: bool = True,
 ) -> dict[str, Any]:
     """Gives back the space of the blocks of the disk at ``path`` that hold no live data,
@@ -241,8 +257,6 @@ def compact(
     ``bytes_reclaimed`` of this compaction), ``seconds``, ``note`` (why nothing could be
     done, or a remark) and any other field the core reports.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
     if (
         out is not None
         and not dry_run
@@ -254,19 +268,18 @@ def compact(
             f"{os.fspath(out)}: out is the input itself; leave out unset to compact in place",
             path=os.fspath(out),
         )
-    stats: dict[str, Any] = json.loads(
-        _compact(
-            os.fspath(path),
-            mode,
-            None if out is None else os.fspath(out),
-            dry_run,
-            overwrite,
-            _parent_list(parent),
-            parent_policy,
-            ignore_id_mismatch,
-            progress,
-            free_space,
-        )
+    stats = _run(
+        _compact,
+        os.fspath(path),
+        mode,
+        None if out is None else os.fspath(out),
+        dry_run,
+        overwrite,
+        _parent_list(parent),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
+        free_space=free_space,
     )
     return {"path": os.fspath(path), "output": None if out is None else os.fspath(out), **stats}
 
@@ -286,7 +299,7 @@ def convert(
     parent: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]:
     """Copies the disk at ``src`` into a new disk at ``out``, like ``vhdx convert``, and
     returns what was written.
@@ -324,25 +337,22 @@ def convert(
     ``source_size``, ``bytes_written``, ``bytes_skipped`` (together ``size``) and
     ``file_length``.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
-    stats: dict[str, Any] = json.loads(
-        _convert(
-            os.fspath(src),
-            os.fspath(out),
-            format,
-            None if type == "dynamic" else type,
-            block_size,
-            logical_sector_size,
-            azure,
-            round_up,
-            overwrite,
-            input_format,
-            _parent_list(parent),
-            parent_policy,
-            ignore_id_mismatch,
-            progress,
-        )
+    stats = _run(
+        _convert,
+        os.fspath(src),
+        os.fspath(out),
+        format,
+        None if type == "dynamic" else type,
+        block_size,
+        logical_sector_size,
+        azure,
+        round_up,
+        overwrite,
+        input_format,
+        _parent_list(parent),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
     )
     return stats
 
@@ -355,7 +365,7 @@ def merge(
     parent: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]:
     """Writes the content of the differencing disk ``child``, and of every disk between it
     and the ancestor, into that ancestor (like Hyper-V's ``Merge-VHD`` and ``vhdx merge``),
@@ -390,18 +400,15 @@ def merge(
     interrupted merge), ``deleted``, ``invalidated`` (a list of ``{"path", "parent"}``) and
     ``seconds``.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
-    stats: dict[str, Any] = json.loads(
-        _merge(
-            os.fspath(child),
-            None if into is None else os.fspath(into),
-            delete,
-            _parent_list(parent),
-            parent_policy,
-            ignore_id_mismatch,
-            progress,
-        )
+    stats = _run(
+        _merge,
+        os.fspath(child),
+        None if into is None else os.fspath(into),
+        delete,
+        _parent_list(parent),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
     )
     return stats
 
@@ -416,7 +423,7 @@ def flatten(
     parent: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]:
     """Writes the content of the disk ``child`` with its whole parent chain into a new
     standalone disk at ``out`` (like ``vhdx flatten``) and returns what was written; the
@@ -432,20 +439,17 @@ def flatten(
 
     Returns the object ``vhdx flatten --json`` prints (that of :func:`convert`).
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
-    stats: dict[str, Any] = json.loads(
-        _flatten(
-            os.fspath(child),
-            os.fspath(out),
-            type,
-            format,
-            overwrite,
-            _parent_list(parent),
-            parent_policy,
-            ignore_id_mismatch,
-            progress,
-        )
+    stats = _run(
+        _flatten,
+        os.fspath(child),
+        os.fspath(out),
+        type,
+        format,
+        overwrite,
+        _parent_list(parent),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
     )
     return stats
 
@@ -486,7 +490,7 @@ def resize(
     *,
     to_minimum: bool = False,
     parent: _Parents = None,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]:
     """Changes the virtual size of the disk at ``path`` to ``size`` bytes (like ``vhdx
     resize`` and Hyper-V's ``Resize-VHD``), or with ``to_minimum=True`` shrinks it to the
@@ -513,16 +517,11 @@ def resize(
     moved to the new end) and ``note``. Partitions are never cut: a shrink below the end of
     the last partition (plus a GPT's backup copy) is refused, and ``to_minimum`` stops there.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
     if (size is None) == (not to_minimum):
         raise InvalidArgumentError(
             "give either a new size or to_minimum=True (exactly one)", path=os.fspath(path)
         )
-    stats: dict[str, Any] = json.loads(
-        _resize(os.fspath(path), size, to_minimum, _parent_list(parent), progress)
-    )
-    return stats
+    return _run(_resize, os.fspath(path), size, to_minimum, _parent_list(parent), progress=progress)
 
 
 def compare(
@@ -535,7 +534,7 @@ def compare(
     parent_b: _Parents = None,
     parent_policy: Literal["default", "strict"] = "default",
     ignore_id_mismatch: bool = False,
-    progress: Optional[Callable[[int, int], object]] = None,
+    progress: _Progress = None,
 ) -> dict[str, Any]:
     """Whether the disks ``a`` and ``b`` read the same, like ``vhdx compare`` and ``qemu-img
     compare``; returns what was found. Nothing is written.
@@ -559,20 +558,17 @@ def compare(
     ``bytes_skipped`` and ``seconds``. A disk that cannot be read raises the matching
     :class:`VhdxError`; it is never reported as a difference.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, not {progress.__class__.__name__}")
-    result: dict[str, Any] = json.loads(
-        _compare(
-            os.fspath(a),
-            os.fspath(b),
-            strict,
-            input_format,
-            _parent_list(parent),
-            _parent_list(parent_b),
-            parent_policy,
-            ignore_id_mismatch,
-            progress,
-        )
+    result = _run(
+        _compare,
+        os.fspath(a),
+        os.fspath(b),
+        strict,
+        input_format,
+        _parent_list(parent),
+        _parent_list(parent_b),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
     )
     return {"a": os.fspath(a), "b": os.fspath(b), **result}
 
