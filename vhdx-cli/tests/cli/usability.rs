@@ -539,3 +539,35 @@ fn completions_and_manual_pages_come_from_the_definitions() {
         "{compact}"
     );
 }
+
+/// Progress lines are drawn only on a terminal (here a pseudo-terminal made by util-linux
+/// `script`), never into a pipe, and not with --quiet.
+#[test]
+fn progress_only_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(!in_ci(), "script (util-linux) is missing under CI");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = sample_vhdx(dir.path(), 64 * MIB);
+    let raw = dir.path().join("a.raw");
+    qemu_img(&["convert", "-O", "raw", s(&a), s(&raw)]);
+    let on_tty = |extra: &str| {
+        let cmd = format!("{BIN} {extra} compare {} {}", s(&a), s(&raw));
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stdout(&o));
+        stdout(&o)
+    };
+    let shown = on_tty("");
+    assert!(
+        shown.contains("\rcomparing 100% [########################] 64 MiB of 64 MiB"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("identical: "), "{shown:?}");
+    assert_eq!(on_tty("--quiet"), "");
+    let piped = vhdx(&["compare", s(&a), s(&raw)]);
+    assert_eq!(stderr(&piped), "");
+}
