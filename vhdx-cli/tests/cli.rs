@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli/fscompact.rs"]
+mod fscompact;
 #[path = "cli/usability.rs"]
 mod usability;
 
