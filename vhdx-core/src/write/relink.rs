@@ -98,10 +98,12 @@ pub struct SetParentStats {
 /// # Ok::<(), vhdx_core::Error>(())
 /// ```
 pub fn set_parent(child: &Path, parent: &Path, ignore_id_mismatch: bool) -> Result<SetParentStats> {
-    // The old parent may be missing or wrong: that is what this repairs.
+    // The old parent may be missing or wrong: that is what this repairs. It is never
+    // opened (depth 0): only the child's own structures are needed, and a parent followed
+    // without the linkage check is a path a crafted child could aim anywhere.
     let opts = OpenOptions {
-        verify_linkage: false,
         require_parent: false,
+        max_depth: 0,
         ..OpenOptions::default()
     };
     let disk = WritableDisk::open(child, &opts)?;
