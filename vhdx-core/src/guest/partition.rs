@@ -150,14 +150,30 @@ pub fn read_table(disk: &dyn VirtualDisk) -> Result<Option<Table>> {
             return Ok(Some(t));
         }
         if protective {
+            let mut warnings = vec![
+                "the MBR has a protective GPT entry, but there is no GPT header at LBA 1 nor \
+                 at the last LBA"
+                    .to_string(),
+            ];
+            // A table written for the other sector size (a 4Kn disk's image behind 512-byte
+            // sectors, or the reverse) has its header at LBA 1 of that size.
+            for other in [512u64, 4096] {
+                let mut sig = [0u8; 8];
+                if other != sector
+                    && whole.read_some_at(&mut sig, other)? == 8
+                    && sig == gpt::SIGNATURE
+                {
+                    warnings.push(format!(
+                        "a GPT header lies at byte {other}, LBA 1 for {other}-byte sectors: the \
+                         table was written for {other}-byte sectors, but the disk has \
+                         {sector}-byte logical sectors"
+                    ));
+                }
+            }
             return Ok(Some(Table {
                 table: PartitionTable::ProtectiveMbrOnly,
                 partitions: Vec::new(),
-                warnings: vec![
-                    "the MBR has a protective GPT entry, but there is no GPT header at LBA 1 \
-                     nor at the last LBA"
-                        .into(),
-                ],
+                warnings,
             }));
         }
         return Ok(None);

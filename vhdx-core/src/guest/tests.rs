@@ -508,3 +508,23 @@ fn hostile_gpt_fields_with_valid_crcs_never_panic() {
         }
     }
 }
+
+#[test]
+fn gpt_for_the_other_sector_size_is_named() {
+    // A GPT written for 4096-byte sectors, read as a 512-byte-sector disk.
+    let l = inspect(&disk(gpt_disk(4096), 512)).unwrap();
+    assert_eq!(l.table, PartitionTable::ProtectiveMbrOnly);
+    assert!(
+        l.warnings[1].contains("written for 4096-byte sectors"),
+        "{:?}",
+        l.warnings
+    );
+    // And the reverse.
+    let l = inspect(&disk(gpt_disk(512), 4096)).unwrap();
+    assert_eq!(l.table, PartitionTable::ProtectiveMbrOnly);
+    assert!(
+        l.warnings[1].contains("written for 512-byte sectors"),
+        "{:?}",
+        l.warnings
+    );
+}
