@@ -1243,3 +1243,118 @@ fn real_ext2_vhd_map_equals_dumpe2fs() {
     let got: Vec<(u64, u64)> = got.iter().map(|&(o, l)| (o / bs, l / bs)).collect();
     assert_eq!(got, want);
 }
+
+/// The child process of the crash test below: compacts (full, free space read) the image
+/// named by the variable.
+#[test]
+#[ignore = "run by the filesystem-aware compaction crash test as a child process"]
+fn fs_compact_child() {
+    let Ok(path) = std::env::var("VHDX_FSCOMPACT_CHILD") else {
+        return;
+    };
+    let d = Disk::open_rw(&path, &OpenOptions::default()).unwrap();
+    println!("GO");
+    let t = std::time::Instant::now();
+    d.compact(CompactMode::Full, None).unwrap();
+    d.close().unwrap();
+    println!("DONE {}", t.elapsed().as_micros());
+}
+
+/// Asserts `got` (a whole disk) equals `want` outside the sorted `free` ranges.
+fn same_outside_bytes(got: &[u8], want: &[u8], free: &[(u64, u64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let mut pos = 0usize;
+    for &(o, l) in free.iter().chain([(want.len() as u64, 0)].iter()) {
+        let o = o as usize;
+        if let Some(i) = (pos..o).find(|&i| got[i] != want[i]) {
+            panic!("{what}: used byte {i:#x} changed");
+        }
+        pos = o + l as usize;
+    }
+}
+
+/// Filesystem-aware compaction killed at random moments: the used bytes never change (our
+/// read, and QEMU's after it replays a dirty log), and running it again reaches the size of
+/// an uninterrupted run with the file system clean.
+#[test]
+fn killed_fs_compactions_keep_every_used_byte() {
+    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+        return;
+    }
+    let kills: usize = std::env::var("VHDX_FSCOMPACT_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let live = files("f", 4, 3 << 20, 60);
+    let fs = dir.path().join("fs.img");
+    ext_image(&fs, 96 * MIB, "ext4", &["-b", "4096"], &live, 60 << 20);
+    let raw = dir.path().join("disk.raw");
+    place(&raw, 98 * MIB, Some(("gpt", "8300")), MIB, &fs);
+    let guest = Guest {
+        raw: raw.clone(),
+        offset: MIB,
+        fs_len: 96 * MIB,
+        fs: Fs::Ext,
+        files: live,
+    };
+    let want = std::fs::read(&raw).unwrap();
+    let free = map_of(&raw).ranges().to_vec();
+    let template = dir.path().join("t.vhdx");
+    to_image(&raw, &template, "vhdx", "1M");
+    let child = |p: &Path| {
+        common::start_test_child(
+            "fscompact::fs_compact_child",
+            "VHDX_FSCOMPACT_CHILD",
+            p.as_os_str(),
+        )
+    };
+    let (optimum, span) = {
+        let p = dir.path().join("timed.vhdx");
+        std::fs::copy(&template, &p).unwrap();
+        let (mut c, out) = child(&p);
+        assert!(c.wait().unwrap().success());
+        let done = common::rest_lines(out)
+            .iter()
+            .find_map(|l| l.strip_prefix("DONE ").map(|v| v.parse::<u64>().unwrap()))
+            .unwrap();
+        (file_len(&p), done.max(1000))
+    };
+    let mut rng = Rng(123);
+    let mut interrupted = 0;
+    for n in 0..kills {
+        let what = format!("kill {n}");
+        let p = dir.path().join("k.vhdx");
+        std::fs::copy(&template, &p).unwrap();
+        let (mut c, out) = child(&p);
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(span + 1)));
+        let _ = c.kill();
+        c.wait().unwrap();
+        if !common::rest_lines(out)
+            .iter()
+            .any(|l| l.starts_with("DONE"))
+        {
+            interrupted += 1;
+        }
+        let ours = common::read_all(&Disk::open(&p).unwrap(), 4 << 20);
+        same_outside_bytes(&ours, &want, &free, &what);
+        if n % 6 == 0 {
+            let copy = common::qemu_replayed_copy(&p, dir.path());
+            let theirs = common::qemu_raw(&copy, "vhdx");
+            same_outside_bytes(&theirs, &want, &free, &format!("{what}: qemu"));
+        }
+        let d = Disk::open_rw(&p, &OpenOptions::default()).unwrap();
+        d.compact(CompactMode::Full, None).unwrap();
+        d.close().unwrap();
+        drop(d);
+        assert_eq!(file_len(&p), optimum, "{what}: second compaction");
+        if n % 10 == 0 {
+            verify(&guest, &qemu_back(&p, "vhdx", dir.path()), &free);
+        }
+    }
+    eprintln!("filesystem-aware compaction: {kills} kills, {interrupted} mid-way, 0 failures");
+    assert!(
+        interrupted * 4 >= kills,
+        "too few kills landed mid-compaction: {interrupted}"
+    );
+}
