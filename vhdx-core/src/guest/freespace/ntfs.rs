@@ -12,10 +12,16 @@
 //! - `$Bitmap`'s data must be resident or plain non-resident (not spread by an attribute
 //!   list, not compressed, not sparse), long enough for every cluster, and initialized that
 //!   far (the crate reads bytes past the valid data length as zeros, which would look free);
-//! - cluster 0 (the boot sector) and the first cluster of the `$MFT` must be in use.
+//! - cluster 0 (the boot sector) and every cluster of the system files (file records 0–15:
+//!   `$MFT`, `$MFTMirr`, `$LogFile`, `$Bitmap`, `$UpCase`, …) must be in use.
 //!
 //! Clusters past the last whole cluster of the volume (the backup boot sector lives there)
 //! are never free. The bitmap is read one cluster at a time.
+//!
+//! NTFS keeps no checksum or free-cluster count to check `$Bitmap` against (ext does): a bit
+//! flipped from used to free by damage to the volume would be believed, as Windows itself
+//! believes it when it allocates. The checks above catch a bitmap that is gross garbage;
+//! `chkdsk` is the cure for the rest.
 
 use super::{ext::bit_runs, push_range, Halt, Skip, SkipKind};
 use crate::error::Error;
@@ -146,6 +152,49 @@ fn read(vol: VolumeReader<'_>) -> Result<Vec<(u64, u64)>, Halt> {
         return Err(inconsistent(
             "$Bitmap calls the first cluster of the $MFT free",
         ));
+    }
+    for (n, o, l) in system_extents(&fs, &mut r)? {
+        let k = out.partition_point(|&(fo, fl)| fo + fl <= o);
+        if out.get(k).is_some_and(|&(fo, _)| fo < o + l) {
+            return Err(inconsistent(format!(
+                "$Bitmap calls clusters of system file record {n} free (at byte {o:#x})"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The byte extents `(file record, offset, length)` the system files (records 0–15) keep
+/// outside their records: every run of every non-resident attribute that is not sparse.
+fn system_extents(fs: &Ntfs, r: &mut VolumeReader<'_>) -> Result<Vec<(u64, u64, u64)>, Halt> {
+    let mut out = Vec::new();
+    for n in 0..16u64 {
+        let what = format!("system file record {n}");
+        let file = match fs.file(r, n) {
+            Ok(f) => f,
+            // Records 12-15 are reserved and may never have been written.
+            Err(_) if n >= 12 => continue,
+            Err(e) => return Err(halt(&what, e)),
+        };
+        if !file.flags().contains(::ntfs::NtfsFileFlags::IN_USE) {
+            continue;
+        }
+        let mut attrs = file.attributes();
+        while let Some(item) = attrs.next(r) {
+            let item = item.map_err(|e| halt(&what, e))?;
+            let attr = item.to_attribute().map_err(|e| halt(&what, e))?;
+            if attr.is_resident() {
+                continue;
+            }
+            if let NtfsAttributeValue::NonResident(v) = attr.value(r).map_err(|e| halt(&what, e))? {
+                for run in v.data_runs() {
+                    let run = run.map_err(|e| halt(&what, e))?;
+                    if let Some(p) = run.data_position().value() {
+                        out.push((n, p.get(), run.allocated_size()));
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
