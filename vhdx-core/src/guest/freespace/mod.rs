@@ -180,8 +180,9 @@ pub struct VolumeFreeSpace {
     /// Compaction: blocks released because of this volume's free space (blocks that did not
     /// read as zeros as a whole). Trim: 0.
     pub blocks_released: u64,
-    /// Compaction: the bytes of those blocks. Trim: the free bytes this file stored and
-    /// gave back.
+    /// Compaction: the bytes of those blocks. Trim: the free bytes this file stored as data
+    /// and trimmed (a repeated trim counts again the free bytes inside blocks that stay
+    /// allocated, whose holes were punched before).
     pub bytes_reclaimed: u64,
     /// Why the volume was skipped, when it was.
     pub skipped: Option<SkipKind>,

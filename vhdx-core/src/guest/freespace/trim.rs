@@ -11,7 +11,9 @@ use crate::write::WritableDisk;
 /// (unallocated, ZERO, or read from a parent) are left alone, since trimming them would
 /// give nothing back (and in a differencing disk would allocate blocks to hold the zeros).
 /// Whole blocks are freed, the rest is punched out of the host file (see
-/// [`WritableDisk::trim`]). The free space then reads as zeros; used bytes never change.
+/// [`WritableDisk::trim`]). The free space then reads as zeros; used bytes never change. A
+/// fixed disk keeps its space (its free space is zeroed, which a later conversion to a
+/// dynamic disk skips).
 /// Returns one entry per volume with the bytes trimmed (`bytes_reclaimed`) or why it was
 /// skipped. `progress(done, total)` counts free bytes examined. The caller flushes or closes.
 pub fn trim_free_space(
