@@ -72,10 +72,49 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+/// Findings kept per structure. Beyond it, one summary finding per structure counts the rest
+/// (with the most serious severity among them), so a crafted file with millions of bad
+/// entries gives a report of bounded size, not millions of lines (docs/limits.md).
+pub const MAX_FINDINGS_PER_STRUCTURE: usize = 100;
+
+/// How a summary finding's message starts (its count follows).
+const MORE: &str = "and ";
+const MORE_TAIL: &str = " more findings of this structure, not listed";
+
 impl Report {
-    /// Adds a finding.
+    /// Adds a finding (counted in a summary once its structure has
+    /// [`MAX_FINDINGS_PER_STRUCTURE`] findings).
     pub fn push(&mut self, f: Finding) {
-        self.findings.push(f);
+        let is_summary = |g: &Finding| {
+            g.offset.is_none() && g.message.starts_with(MORE) && g.message.ends_with(MORE_TAIL)
+        };
+        let same = self
+            .findings
+            .iter()
+            .filter(|g| g.structure == f.structure && !is_summary(g))
+            .count();
+        if same < MAX_FINDINGS_PER_STRUCTURE {
+            self.findings.push(f);
+            return;
+        }
+        if let Some(s) = self
+            .findings
+            .iter_mut()
+            .find(|g| g.structure == f.structure && is_summary(g))
+        {
+            let n: u64 = s.message[MORE.len()..s.message.len() - MORE_TAIL.len()]
+                .parse()
+                .unwrap_or(0);
+            s.message = format!("{MORE}{}{MORE_TAIL}", n + 1);
+            s.severity = s.severity.max(f.severity);
+            return;
+        }
+        self.findings.push(Finding {
+            severity: f.severity,
+            structure: f.structure,
+            offset: None,
+            message: format!("{MORE}1{MORE_TAIL}"),
+        });
     }
 
     /// Adds a finding from its parts.
@@ -133,5 +172,32 @@ impl CheckSummary {
             repairs: Vec::new(),
             findings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_per_structure_are_bounded() {
+        let mut r = Report::default();
+        for i in 0..10_000u64 {
+            let sev = if i == 5000 {
+                Severity::Corrupt
+            } else {
+                Severity::Info
+            };
+            r.add(sev, "VHD BAT entry", Some(i), format!("entry {i}"));
+        }
+        r.add(Severity::Warning, "VHD footer", Some(0), "x");
+        assert_eq!(r.findings.len(), MAX_FINDINGS_PER_STRUCTURE + 2);
+        let s = &r.findings[MAX_FINDINGS_PER_STRUCTURE];
+        assert_eq!(
+            s.message,
+            "and 9900 more findings of this structure, not listed"
+        );
+        assert_eq!(s.severity, Severity::Corrupt);
+        assert!(r.is_corrupt());
     }
 }

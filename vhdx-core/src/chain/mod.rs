@@ -124,7 +124,9 @@ impl Default for OpenOptions {
 #[derive(Debug)]
 pub struct Disk {
     path: Option<PathBuf>,
-    image: Image,
+    /// Boxed: an image holds kilobytes of headers, and opening a chain recurses once per
+    /// level, so a deep chain must not carry one on the stack per level.
+    image: Box<Image>,
     parent: Option<Arc<Disk>>,
     parent_info: Option<ParentInfo>,
     parent_error: Option<(ErrorKind, String)>,
@@ -266,7 +268,7 @@ impl Disk {
         let image = open_image(storage, name, None)?;
         let mut disk = Disk {
             path: None,
-            image,
+            image: Box::new(image),
             parent: None,
             parent_info: None,
             parent_error: None,
@@ -302,50 +304,52 @@ impl Disk {
                 format!("{depth} parents given; the limit is {}", opts.max_depth),
             ));
         }
-        let mut rest = images.into_iter();
-        let Some((storage, name)) = rest.next() else {
-            return Err(Error::invalid_argument("no image given"));
-        };
-        let image = open_image(storage, &name, opts.format)?;
-        let mut disk = Disk {
-            path: None,
-            image,
-            parent: None,
-            parent_info: None,
-            parent_error: None,
-        };
-        let req = disk.image.file().parent_request();
-        let parents: Vec<_> = rest.collect();
-        let Some(req) = req else {
-            if parents.is_empty() {
-                return Ok(disk);
-            }
-            return Err(Error::invalid_argument(format!(
-                "{name} is not a differencing image, yet a parent was given"
-            )));
-        };
-        let mut pinfo = parent_info_base(&req, "not_opened");
-        if parents.is_empty() {
-            let msg = "no storage was given for the parent".to_string();
-            if opts.require_parent {
-                return Err(Error::new(ErrorKind::ParentNotFound, msg).structure("parent locator"));
-            }
-            disk.parent_info = Some(pinfo);
-            disk.parent_error = Some((ErrorKind::ParentNotFound, msg));
-            return Ok(disk);
+        // Every image first, then the links from the bottom up (no recursion: a long list
+        // costs no stack).
+        let mut opened = Vec::with_capacity(images.len());
+        for (i, (storage, name)) in images.into_iter().enumerate() {
+            let format = if i == 0 { opts.format } else { None };
+            opened.push((open_image(storage, &name, format)?, name));
         }
-        let parent_name = parents[0].1.clone();
-        let sub = OpenOptions {
-            format: None,
-            max_depth: opts.max_depth.saturating_sub(1),
-            ..opts.clone()
-        };
-        let parent = Disk::from_storages(parents, &sub)?;
-        pinfo.resolved_path = Some(parent_name.clone());
-        check_linkage(&parent, &parent_name, &req, opts, &mut pinfo)?;
-        disk.parent = Some(Arc::new(parent));
-        disk.parent_info = Some(pinfo);
-        Ok(disk)
+        let mut below: Option<(Disk, String)> = None;
+        while let Some((image, name)) = opened.pop() {
+            let mut disk = Disk {
+                path: None,
+                image: Box::new(image),
+                parent: None,
+                parent_info: None,
+                parent_error: None,
+            };
+            match (disk.image.file().parent_request(), below.take()) {
+                (None, None) => {}
+                (None, Some(_)) => {
+                    return Err(Error::invalid_argument(format!(
+                        "{name} is not a differencing image, yet a parent was given"
+                    )))
+                }
+                (Some(req), None) => {
+                    let msg = "no storage was given for the parent".to_string();
+                    if opts.require_parent {
+                        return Err(
+                            Error::new(ErrorKind::ParentNotFound, msg).structure("parent locator")
+                        );
+                    }
+                    disk.parent_info = Some(parent_info_base(&req, "not_opened"));
+                    disk.parent_error = Some((ErrorKind::ParentNotFound, msg));
+                }
+                (Some(req), Some((parent, parent_name))) => {
+                    let mut pinfo = parent_info_base(&req, "not_opened");
+                    pinfo.resolved_path = Some(parent_name.clone());
+                    check_linkage(&parent, &parent_name, &req, opts, &mut pinfo)?;
+                    disk.parent = Some(Arc::new(parent));
+                    disk.parent_info = Some(pinfo);
+                }
+            }
+            below = Some((disk, name));
+        }
+        below
+            .map(|(d, _)| d)
+            .ok_or_else(|| Error::invalid_argument("no image given"))
     }
 
     /// The image of this disk (without parents).
@@ -475,7 +479,7 @@ impl Disk {
     /// Entries of this image's block table (0 for images without one): the unit of work of
     /// an allocation walk.
     fn block_table_entries(&self) -> u64 {
-        match &self.image {
+        match &*self.image {
             Image::Vhdx(v) => v.bat().len(),
             Image::Vhd(v) => v.sparse().map_or(0, |s| s.blocks),
             Image::Raw(_) => 0,
@@ -535,7 +539,8 @@ fn canonical_key(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn open_chain(
+/// Opens the image at `path` (through `top` when given) without its parent.
+fn open_one(
     path: &Path,
     top: Option<Arc<dyn Storage>>,
     opts: &OpenOptions,
@@ -563,43 +568,114 @@ fn open_chain(
             .or_else(|| format_from_extension(path).filter(|f| *f == Format::Raw)),
     };
     let image = open_image(storage, &name, format).map_err(|e| e.in_file(path))?;
-    let mut disk = Disk {
+    Ok(Disk {
         path: Some(path.to_path_buf()),
-        image,
+        image: Box::new(image),
         parent: None,
         parent_info: None,
         parent_error: None,
-    };
-    let Some(req) = disk.image.file().parent_request() else {
-        return Ok(disk);
-    };
-    let mut pinfo = parent_info_base(&req, "not_opened");
-    match find_and_open_parent(path, &req, opts, level, seen, &mut pinfo) {
-        Ok(parent) => {
-            disk.parent = Some(Arc::new(parent));
-            disk.parent_info = Some(pinfo);
-            Ok(disk)
-        }
+    })
+}
+
+/// A disk of a chain being opened whose parent is opened next.
+struct Pending {
+    disk: Disk,
+    path: PathBuf,
+    req: ParentRequest,
+    pinfo: ParentInfo,
+    parent: PathBuf,
+}
+
+/// Gives `disk` its parent (`found`), or records why it has none: the open fails when
+/// `opts.require_parent` is set.
+fn attach(
+    mut disk: Disk,
+    mut pinfo: ParentInfo,
+    found: Result<Disk>,
+    opts: &OpenOptions,
+) -> Result<Disk> {
+    match found {
+        Ok(parent) => disk.parent = Some(Arc::new(parent)),
         Err(e) => {
             pinfo.error = Some(e.to_string());
             if opts.require_parent {
                 return Err(e);
             }
             disk.parent_error = Some((e.kind(), e.to_string()));
-            disk.parent_info = Some(pinfo);
-            Ok(disk)
         }
     }
+    disk.parent_info = Some(pinfo);
+    Ok(disk)
 }
 
-fn find_and_open_parent(
+/// Opens the disk at `path` and its parents. The chain is walked down in a loop, not by
+/// recursion, so its depth (up to [`OpenOptions::max_depth`]) costs no stack; each parent
+/// is then checked against its child's record on the way back up.
+fn open_chain(
+    path: &Path,
+    top: Option<Arc<dyn Storage>>,
+    opts: &OpenOptions,
+    first_level: usize,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<Disk> {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut cur = path.to_path_buf();
+    let mut top = top;
+    let mut level = first_level;
+    let mut below = loop {
+        let disk = match open_one(&cur, top.take(), opts, level, seen) {
+            Ok(d) => d,
+            Err(e) => break Err(e),
+        };
+        let Some(req) = disk.image.file().parent_request() else {
+            break Ok(disk);
+        };
+        let mut pinfo = parent_info_base(&req, "not_opened");
+        match find_parent(&cur, &req, opts, level, &mut pinfo) {
+            Ok(parent) => {
+                let next = parent.clone();
+                pending.push(Pending {
+                    disk,
+                    path: cur,
+                    req,
+                    pinfo,
+                    parent,
+                });
+                cur = next;
+                level += 1;
+            }
+            Err(e) => break attach(disk, pinfo, Err(e), opts),
+        }
+    };
+    while let Some(mut p) = pending.pop() {
+        let found = match below {
+            Ok(parent) => {
+                let name = p.parent.display().to_string();
+                p.pinfo.resolved_path = Some(name.clone());
+                check_linkage(&parent, &name, &p.req, opts, &mut p.pinfo)
+                    .map(|()| parent)
+                    .map_err(|e| e.in_file(&p.path))
+            }
+            Err(e) => {
+                p.pinfo.status = "error".into();
+                Err(e)
+            }
+        };
+        below = attach(p.disk, p.pinfo, found, opts);
+    }
+    below
+}
+
+/// The path of the parent of `child` (at chain `level`) under `opts`: the caller's path for
+/// the level, else the first locator the policy allows that names an existing file.
+/// Records what was tried in `pinfo`.
+fn find_parent(
     child: &Path,
     req: &ParentRequest,
     opts: &OpenOptions,
     level: usize,
-    seen: &mut HashSet<PathBuf>,
     pinfo: &mut ParentInfo,
-) -> Result<Disk> {
+) -> Result<PathBuf> {
     if level + 1 > opts.max_depth {
         pinfo.status = "refused".into();
         return Err(Error::new(
@@ -667,14 +743,8 @@ fn find_and_open_parent(
         if !cand.is_file() {
             continue;
         }
-        pinfo.tried = tried.clone();
-        let parent = open_chain(cand, None, opts, level + 1, seen).inspect_err(|_| {
-            pinfo.status = "error".into();
-        })?;
-        pinfo.resolved_path = Some(cand.display().to_string());
-        check_linkage(&parent, &cand.display().to_string(), req, opts, pinfo)
-            .map_err(|e| e.in_file(child))?;
-        return Ok(parent);
+        pinfo.tried = tried;
+        return Ok(cand.clone());
     }
     tried.extend(unusable);
     pinfo.tried = tried.clone();
