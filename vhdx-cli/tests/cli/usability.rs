@@ -571,3 +571,78 @@ fn progress_only_on_a_terminal() {
     let piped = vhdx(&["compare", s(&a), s(&raw)]);
     assert_eq!(stderr(&piped), "");
 }
+
+/// The human form of every command that changes or maps a disk: one summary naming the file,
+/// sizes with binary suffixes, exit 0 (`info`, `check`, `compact` and `compare` have their
+/// own tests).
+#[test]
+fn human_output_of_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = d.join("d.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        s(&img),
+        "64M",
+    ]);
+    qemu_io(&img, &["write -P 1 1M 64k"]);
+    let run = |args: &[&str]| {
+        let o = vhdx(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+        stdout(&o)
+    };
+    let map = run(&["map", s(&img)]);
+    assert!(map.starts_with("Offset"), "{map}");
+    assert!(
+        map.contains("0x100000           0x100000           data"),
+        "{map}"
+    );
+    let child = d.join("c.avhdx");
+    let created = run(&["create", s(&child), "--parent", s(&img)]);
+    assert!(
+        created.starts_with(&format!("created {}\n", s(&child))),
+        "{created}"
+    );
+    let trimmed = run(&["trim", s(&child), "1M", "4K"]);
+    assert!(
+        trimmed.starts_with(&format!(
+            "trimmed {}: 4 KiB at offset 1 MiB (0x100000+0x1000) now reads as zeros",
+            s(&child)
+        )),
+        "{trimmed}"
+    );
+    let vhd = d.join("d.vhd");
+    let converted = run(&["convert", s(&img), s(&vhd)]);
+    assert!(
+        converted.starts_with(&format!(
+            "wrote {}: dynamic VHD (2 MiB blocks), 64 MiB virtual; 64 KiB of data written",
+            s(&vhd)
+        )),
+        "{converted}"
+    );
+    let flat = d.join("f.vhdx");
+    let flattened = run(&["flatten", s(&child), s(&flat)]);
+    assert!(flattened.contains("60 KiB of data written"), "{flattened}");
+    let relinked = run(&["set-parent", s(&child), s(&img)]);
+    assert!(
+        relinked.starts_with(&format!("{}: parent set to {}", s(&child), s(&img))),
+        "{relinked}"
+    );
+    let resized = run(&["resize", s(&vhd), "128M"]);
+    assert!(
+        resized.starts_with(&format!("resized {}: 64 MiB → 128 MiB", s(&vhd))),
+        "{resized}"
+    );
+    let merged = run(&["merge", s(&child)]);
+    assert!(
+        merged.starts_with(&format!("merged {} into {} (1 disk)", s(&child), s(&img))),
+        "{merged}"
+    );
+    assert!(merged.contains("new DataWriteGuid"), "{merged}");
+}
