@@ -872,12 +872,14 @@ fn in_kernel_copies_find_exactly_the_steps_with_data() {
 }
 
 /// A source whose log is dirty is replayed in memory, so its data cannot be taken from the
-/// file as it is: the conversion reads it, and matches QEMU's own replay.
+/// file as it is: the conversion reads it, and matches QEMU's own replay. (One fixture: the
+/// one with the most log entries; `qemu-img compare` reads all 2 GiB of each, since QEMU's
+/// VHDX driver reports no allocation.)
 #[test]
 fn dirty_log_sources_convert_as_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for name in super::vhdx_log::FIXTURES {
+    for name in ["dirty-log-b.vhdx.gz"] {
         let src = super::vhdx_log::gunzip(name, d);
         let replayed = qemu_replayed_copy(&src, d);
         let out = d.join(format!("{name}.raw"));
