@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use vhdx_core::ops::compare::{compare, CompareOptions, Comparison};
 use vhdx_core::ops::convert::open_source;
-use vhdx_core::{Disk, Format};
+use vhdx_core::{Disk, ErrorKind, Format};
 
 /// Arguments of `vhdx compare`.
 #[derive(Debug, clap::Args)]
@@ -69,9 +69,9 @@ pub struct CompareReport {
 pub fn run(args: &CompareArgs) -> Result<u8, CliError> {
     let mut opts = args.chain.open_options(true);
     opts.format = args.input_format.map(Format::from);
-    let a = open(&args.a, &opts)?;
+    let a = open(&args.a, &opts, "")?;
     opts.parents = args.parents_b.clone();
-    let b = open(&args.b, &opts)?;
+    let b = open(&args.b, &opts, " (B's parents: --parent-b)")?;
     let copts = CompareOptions {
         strict: args.strict,
     };
@@ -89,11 +89,18 @@ pub fn run(args: &CompareArgs) -> Result<u8, CliError> {
     })
 }
 
-/// Opens one side, naming the file in the error when the core did not.
-fn open(path: &Path, opts: &vhdx_core::OpenOptions) -> Result<Disk, CliError> {
-    open_source(path, opts).map_err(|e| match e.path() {
-        Some(_) => CliError::from(e),
-        None => CliError::unusable(format!("{}: {e}", path.display())),
+/// Opens one side, naming the file in the error when the core did not; `hint` follows the
+/// message of a parent that was not found or was refused (B's are given with --parent-b).
+fn open(path: &Path, opts: &vhdx_core::OpenOptions, hint: &str) -> Result<Disk, CliError> {
+    open_source(path, opts).map_err(|e| {
+        let hint = match e.kind() {
+            ErrorKind::ParentNotFound | ErrorKind::PolicyRefused => hint,
+            _ => "",
+        };
+        match e.path() {
+            Some(_) => CliError::unusable(format!("{e}{hint}")),
+            None => CliError::unusable(format!("{}: {e}{hint}", path.display())),
+        }
     })
 }
 

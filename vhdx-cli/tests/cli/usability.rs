@@ -137,6 +137,13 @@ fn compare_chains_with_parent_options() {
     let new_base = moved.join("base.vhdx");
     fs::rename(&base, &new_base).unwrap();
     assert_eq!(code(&vhdx(&["compare", s(&child), s(&new_base)])), 2);
+    let o = vhdx(&["compare", s(&new_base), s(&child)]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).trim_end().ends_with("(B's parents: --parent-b)"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         our_compare(
             &child,
