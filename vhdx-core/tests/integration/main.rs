@@ -4,6 +4,7 @@ mod chain;
 mod chain_usage;
 mod common;
 mod compact;
+mod concurrency;
 mod convert;
 mod crash;
 mod create;
