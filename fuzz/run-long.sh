@@ -6,13 +6,16 @@
 # disturb a run). Each target's libFuzzer output goes to target/long-runs/TARGET.log; one
 # line per target — CPU seconds, executions, sessions, crash artifacts — to
 # target/long-runs/summary.txt (the table of fuzz/README.md). A crash ends that target's
-# run (its artifact is in fuzz/artifacts/TARGET/).
+# run (its artifact is in fuzz/artifacts/TARGET/). Extra libFuzzer flags: FUZZ_FLAGS.
 set -uo pipefail
 cd "$(dirname "$0")"
 budget=600
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then budget=$1; shift; fi
 out=target/long-runs
 mkdir -p "$out/bin"
+# AddressSanitizer (cargo fuzz's default) keeps 256 MB of freed memory in quarantine by
+# default, which alone would cross -rss_limit_mb=512 on targets that hold images in memory.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16}
 for t in "$@"; do
     cp "target/x86_64-unknown-linux-gnu/release/$t" "$out/bin/$t" || continue
     mkdir -p "corpus/$t" "artifacts/$t"
@@ -22,7 +25,7 @@ for t in "$@"; do
         left=$((budget - cpu + 15))
         /usr/bin/time -f '%U %S' -o "$out/$t.time" nice -n 19 "$out/bin/$t" \
             -max_total_time="$left" -rss_limit_mb=512 -max_len=4096 -timeout=20 \
-            -print_final_stats=1 -artifact_prefix="artifacts/$t/" "corpus/$t" \
+            -print_final_stats=1 -artifact_prefix="artifacts/$t/" ${FUZZ_FLAGS:-} "corpus/$t" \
             >"$out/$t.session.log" 2>&1
         rc=$?
         cat "$out/$t.session.log" >>"$out/$t.log"
