@@ -103,6 +103,22 @@ step "cargo build --release -p vhdx-cli"
 run build-cli 2 cargo build --release -p vhdx-cli
 export VHDX_CLI=$root/target/release/vhdx
 
+# Fuzz smoke run (issue #8): every cargo-fuzz target for FUZZ_SMOKE_SECONDS (default 30)
+# from the seed corpora, only where the nightly toolchain and cargo-fuzz are installed.
+if rustup run nightly rustc --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+    step "fuzz smoke run (${FUZZ_SMOKE_SECONDS:-30} s per target)"
+    run fuzz-build 1 sh -c 'cd fuzz && cargo +nightly fuzz build -O'
+    python3 fuzz/seed-corpora.py
+    for t in $(cd fuzz && cargo +nightly fuzz list); do
+        run "fuzz-$t" 1 env ASAN_OPTIONS=quarantine_size_mb=16 \
+            "fuzz/target/x86_64-unknown-linux-gnu/release/$t" \
+            -max_total_time="${FUZZ_SMOKE_SECONDS:-30}" -rss_limit_mb=512 -timeout=20 \
+            -max_len=4096 -artifact_prefix="$logs/fuzz-$t-" "fuzz/corpus/$t"
+    done
+else
+    step "fuzz smoke run skipped (no nightly toolchain or cargo-fuzz)"
+fi
+
 step "pip install ./vhdx-py (maturin): its wheel into .venv and into a fresh venv"
 # `pip install ./vhdx-py` is `pip wheel` then the install of that wheel; done in two steps,
 # the one abi3 wheel also goes into an empty venv (no dependency, no source tree, nothing
