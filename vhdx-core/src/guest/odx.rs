@@ -250,7 +250,22 @@ pub fn odx_check(
         });
     }
     for v in &volumes {
-        volume_findings(v, &mut findings);
+        match system_partition(v).filter(|_| opts.volume.is_none()) {
+            // Firmware and Windows system partitions hold no data anyone copies: judging
+            // them would fail every boot disk. Named with --volume, they are judged.
+            Some(what) => findings.push(OdxFinding {
+                rule: OdxRule::GuestVolumeNotNtfs,
+                subject: volume_subject(v),
+                volume: Some(v.number),
+                status: OdxStatus::Info,
+                message: format!(
+                    "{what} partition ({}): a system partition, not judged (name it with \
+                     --volume {} to judge it)",
+                    v.kind, v.number
+                ),
+            }),
+            None => volume_findings(v, &mut findings),
+        }
     }
     if !opts.files.is_empty() {
         let target = file_volume(&layout, &volumes, opts)?;
@@ -413,6 +428,26 @@ fn volume_subject(v: &Volume) -> String {
     format!("volume {}", v.number)
 }
 
+/// The kind of system partition `v` is, by its partition type: the EFI system partition,
+/// the Microsoft reserved partition, Windows recovery, BIOS boot.
+fn system_partition(v: &Volume) -> Option<&'static str> {
+    let p = v.partition.as_ref()?;
+    if let Some(t) = p.type_guid {
+        return match t.to_string().as_str() {
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" => Some("EFI system"),
+            "e3c9e316-0b5c-4db8-817d-f92df00215ae" => Some("Microsoft reserved"),
+            "de94bba4-06d1-4d40-a16a-bfd50179d6ac" => Some("Windows recovery"),
+            "21686148-6449-6e6f-744e-656564454649" => Some("BIOS boot"),
+            _ => None,
+        };
+    }
+    match p.mbr_type? {
+        0xEF => Some("EFI system"),
+        0x27 => Some("Windows recovery"),
+        _ => None,
+    }
+}
+
 fn volume_findings(v: &Volume, out: &mut Vec<OdxFinding>) {
     let find = |rule, status, message: String| OdxFinding {
         rule,
@@ -448,7 +483,7 @@ fn volume_findings(v: &Volume, out: &mut Vec<OdxFinding>) {
 }
 
 /// The volume `--file` paths refer to: the chosen one; without a choice the only volume,
-/// or the only NTFS volume.
+/// or the only NTFS volume that is not a system partition (Windows recovery is NTFS too).
 fn file_volume<'l>(
     layout: &'l GuestLayout,
     chosen: &[&'l Volume],
@@ -465,7 +500,7 @@ fn file_volume<'l>(
     let ntfs: Vec<&Volume> = layout
         .volumes
         .iter()
-        .filter(|v| v.kind == VolumeKind::Ntfs)
+        .filter(|v| v.kind == VolumeKind::Ntfs && system_partition(v).is_none())
         .collect();
     if let [v] = ntfs.as_slice() {
         return Ok(v);

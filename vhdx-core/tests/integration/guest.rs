@@ -1142,3 +1142,81 @@ fn info_guest_of_a_child_without_its_parent() {
         "{note}"
     );
 }
+
+/// A Windows boot disk's layout (sgdisk): 1: EFI system partition (FAT32), 2: Microsoft
+/// reserved (no file system), 3: Windows recovery (NTFS), 4: the NTFS data volume. By
+/// default the system partitions are reported for information and the disk is eligible;
+/// named with `--volume`, the EFI partition is judged and fails.
+#[test]
+fn odx_boot_disk_system_partitions_are_not_judged() {
+    if !have_all(&["sgdisk", "mkntfs", "ntfscp", "mkfs.vfat", "qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("boot.raw");
+    raw_file(&raw, 96 * MIB);
+    run(Command::new("sgdisk").args([
+        "-n",
+        "1:2048:+34M",
+        "-t",
+        "1:EF00",
+        "-n",
+        "2:0:+16M",
+        "-t",
+        "2:0C01",
+        "-n",
+        "3:0:+12M",
+        "-t",
+        "3:2700",
+        "-n",
+        "4:0:+24M",
+        "-t",
+        "4:0700",
+        s(&raw),
+    ]));
+    let esp = d.join("esp.raw");
+    raw_file(&esp, 34 * MIB);
+    run(Command::new("mkfs.vfat").args(["-F", "32", s(&esp)]));
+    place(&raw, &esp, MIB);
+    let recovery = ntfs_volume(d, "recovery.raw", 12 * MIB, &[]);
+    place(&raw, &recovery, 51 * MIB);
+    let data = ntfs_volume(
+        d,
+        "data.raw",
+        24 * MIB,
+        &[("plain.bin", noise(64 << 10, 9))],
+    );
+    place(&raw, &data, 63 * MIB);
+    let vhdx = d.join("boot.vhdx");
+    qemu_img(&["convert", "-O", "vhdx", s(&raw), s(&vhdx)]);
+    let full = d.join("boot-full.vhdx");
+    full_copy(&vhdx, &full);
+    let r = check(&full, &opts(None, &["/plain.bin"], Controller::Scsi));
+    let want: Vec<_> = [
+        host_ok(),
+        scsi(),
+        vec![
+            row("guest_volume_not_ntfs", "volume 1", "info"),
+            row("guest_volume_not_ntfs", "volume 2", "info"),
+            row("guest_volume_not_ntfs", "volume 3", "info"),
+        ],
+        ntfs_ok(4),
+        file_rows(4, "/plain.bin", None),
+    ]
+    .concat();
+    assert_eq!(table(&r), want);
+    assert!(r.eligible);
+    let r = check(&full, &opts(Some(1), &[], Controller::Scsi));
+    let want: Vec<_> = [
+        host_ok(),
+        scsi(),
+        vec![
+            row("guest_volume_bitlocker", "volume 1", "pass"),
+            row("guest_volume_not_ntfs", "volume 1", "fail"),
+        ],
+    ]
+    .concat();
+    assert_eq!(table(&r), want);
+    assert!(!r.eligible);
+}
