@@ -709,20 +709,24 @@ fn set_parent(
 
 /// Resizes the disk at `path` to `size` bytes, or with `to_minimum` to the end of its last
 /// data (see `vhdx_core::write::resize`), and returns the JSON text of `ResizeStats`.
-/// `parents` name the parents of a differencing disk. The GIL is released for the whole
-/// work; `progress(done, total)` is called as it advances.
+/// `parents`, `parent_policy` and `ignore_id_mismatch` locate the parents of a differencing
+/// disk as in `open`. The GIL is released for the whole work; `progress(done, total)` is
+/// called as it advances.
 #[pyfunction]
-#[pyo3(signature = (path, size = None, to_minimum = false, parents = Vec::new(), progress = None))]
+#[pyo3(signature = (path, size = None, to_minimum = false, parents = Vec::new(), parent_policy = "default", ignore_id_mismatch = false, progress = None))]
+#[allow(clippy::too_many_arguments)]
 fn resize(
     py: Python<'_>,
     path: PathBuf,
     size: Option<u64>,
     to_minimum: bool,
     parents: Vec<PathBuf>,
+    parent_policy: &str,
+    ignore_id_mismatch: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     use vhdx_core::write::resize::{resize, resize_to_minimum};
-    let opts = open_options(parents, "default", false, true)?;
+    let opts = open_options(parents, parent_policy, ignore_id_mismatch, true)?;
     let stats = with_progress(py, progress.as_ref(), |update| match (size, to_minimum) {
         (Some(n), false) => resize(&path, n, &opts, update),
         (None, true) => resize_to_minimum(&path, &opts, update),

@@ -80,6 +80,10 @@ def test_policy_refused_and_chain_loop(tmp_path: Path) -> None:
     with pytest.raises(vhdx.ChainLoopError) as loop:
         vhdx.open(child, parent=child)
     assert isinstance(loop.value, ValueError) and loop.value.kind == "chain_loop"
+    # Every function that opens a chain takes the policy (here resize, to the same size).
+    with pytest.raises(vhdx.PolicyRefusedError):
+        vhdx.resize(child, 8 * MIB, parent_policy="strict")
+    assert vhdx.resize(child, 8 * MIB, parent_policy="strict", parent=base)["size_after"] == 8 * MIB
 
 
 def test_unsupported(tmp_path: Path) -> None:

@@ -490,6 +490,8 @@ def resize(
     *,
     to_minimum: bool = False,
     parent: _Parents = None,
+    parent_policy: Literal["default", "strict"] = "default",
+    ignore_id_mismatch: bool = False,
     progress: _Progress = None,
 ) -> dict[str, Any]:
     """Changes the virtual size of the disk at ``path`` to ``size`` bytes (like ``vhdx
@@ -501,8 +503,9 @@ def resize(
     past the new end, else :class:`InvalidArgumentError` names where its data ends. The
     size must be a multiple of the logical sector size, at most 2040 GiB for VHD and 64 TiB
     for VHDX. A differencing disk must keep its parent's size: it is resized only to the
-    size of its parent (named by ``parent`` when its locators do not find it), after the
-    parent was resized. A VHDX gets a new data identity (its differencing children must be
+    size of its parent (named by ``parent`` when its locators do not find it; ``parent``,
+    ``parent_policy`` and ``ignore_id_mismatch`` locate the parents as in :func:`open`), after
+    the parent was resized. A VHDX gets a new data identity (its differencing children must be
     relinked with :func:`set_parent`); a VHD keeps its UniqueId. The disk is locked like a
     disk opened ``"r+"``; an interrupted resize leaves the old or the new size, the content
     unchanged, and running it again finishes.
@@ -521,7 +524,16 @@ def resize(
         raise InvalidArgumentError(
             "give either a new size or to_minimum=True (exactly one)", path=os.fspath(path)
         )
-    return _run(_resize, os.fspath(path), size, to_minimum, _parent_list(parent), progress=progress)
+    return _run(
+        _resize,
+        os.fspath(path),
+        size,
+        to_minimum,
+        _parent_list(parent),
+        parent_policy,
+        ignore_id_mismatch,
+        progress=progress,
+    )
 
 
 def compare(

@@ -125,6 +125,8 @@ def resize(
     size: int | None = ...,
     to_minimum: bool = ...,
     parents: Sequence[_Path] = ...,
+    parent_policy: str = ...,
+    ignore_id_mismatch: bool = ...,
     progress: Callable[[int, int], object] | None = ...,
 ) -> str: ...
 
