@@ -25,20 +25,20 @@ pub struct JobsArg {
     pub jobs: usize,
 }
 
-/// Runs `work` on every item, up to `jobs` at a time, and calls `done(item, result)` in
-/// the order of `items`, each as soon as it and every item before it have finished (so a
-/// long batch reports as it goes). With one job (or one item) everything runs on the
-/// calling thread.
+/// Runs `work(index, item)` on every item, up to `jobs` at a time, and calls `done(item,
+/// result)` in the order of `items`, each as soon as it and every item before it have
+/// finished (so a long batch reports as it goes). With one job (or one item) everything runs
+/// on the calling thread.
 pub fn run_ordered<T: Sync, R: Send>(
     items: &[T],
     jobs: usize,
-    work: impl Fn(&T) -> R + Sync,
+    work: impl Fn(usize, &T) -> R + Sync,
     mut done: impl FnMut(&T, R),
 ) {
     let jobs = jobs.clamp(1, items.len().max(1));
     if jobs == 1 {
-        for item in items {
-            done(item, work(item));
+        for (i, item) in items.iter().enumerate() {
+            done(item, work(i, item));
         }
         return;
     }
@@ -51,7 +51,7 @@ pub fn run_ordered<T: Sync, R: Send>(
             s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { break };
-                if tx.send((i, work(item))).is_err() {
+                if tx.send((i, work(i, item))).is_err() {
                     break;
                 }
             });
@@ -82,7 +82,8 @@ mod tests {
             run_ordered(
                 &items,
                 jobs,
-                |&i| {
+                |k, &i| {
+                    assert_eq!(k as u64, i);
                     std::thread::sleep(Duration::from_millis((12 - i) * 2));
                     i * 10
                 },

@@ -57,7 +57,7 @@ pub fn run(args: &CheckArgs) -> Result<u8, CliError> {
     run_ordered(
         &args.files,
         args.jobs.jobs,
-        |file| check_one(file, args),
+        |_, file| check_one(file, args),
         |_, result| match result {
             Ok(output) => {
                 worst = worst.max(status(&output));

@@ -10,7 +10,8 @@
 //! Files are compacted `--jobs N` at a time (see [`crate::batch`]), each by [`compact_one`],
 //! which shares nothing with the others; results are printed in the order of the arguments.
 //! A failure is reported on standard error, naming the file, and the others still run (exit
-//! 2 at the end). The progress line is drawn only when one file is worked on at a time.
+//! 2 at the end). On a terminal a progress line shows the file worked on, or for a batch run
+//! at once one line for all of them (work done, files complete, time left).
 //!
 //! `--json` prints one array, always (even for one file), with one object per file and mode
 //! in the order of the arguments: `path`, `output` (OUT or null) and the fields of
@@ -25,7 +26,7 @@
 use super::{ChainArgs, CliError};
 use crate::batch::{run_ordered, JobsArg};
 use crate::output::{emit, size};
-use crate::progress::with_progress;
+use crate::progress::{with_progress, BatchProgress};
 use crate::{EXIT_OK, EXIT_UNUSABLE};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde::Serialize;
@@ -98,28 +99,47 @@ pub fn run(args: &CompactArgs) -> Result<u8, CliError> {
     validate(args)?;
     let modes = modes(args);
     let opts = args.chain.open_options(true);
-    // One progress line at a time: drawn only when the files run one by one.
-    let bar = args.jobs.jobs == 1 || args.files.len() == 1;
+    // Files run one by one draw their own line; a batch run at once shares one.
+    let batch = (args.jobs.jobs > 1 && args.files.len() > 1)
+        .then(|| BatchProgress::on_terminal("compacting", args.files.len()))
+        .flatten();
+    let shown = |print: &mut dyn FnMut()| match &batch {
+        Some(b) => b.suspend(print),
+        None => print(),
+    };
     let mut reports = Vec::new();
     let mut failed = false;
     let mut written: io::Result<()> = Ok(());
+    let mut finished = 0;
     run_ordered(
         &args.files,
         args.jobs.jobs,
-        |file| compact_one(file, args.output.as_deref(), &modes, args, &opts, bar),
-        |file, result| match result {
-            Ok(rs) if args.json => reports.extend(rs),
-            Ok(rs) => {
-                if written.is_ok() {
-                    written = emit(false, &rs, |out| rs.iter().try_for_each(|r| render(out, r)));
-                }
+        |i, file| {
+            let on = batch.as_ref().map(|b| (b, i));
+            compact_one(file, args.output.as_deref(), &modes, args, &opts, on)
+        },
+        |file, result| {
+            if let Some(b) = &batch {
+                b.file_done(finished);
             }
-            Err(e) => {
-                failed = true;
-                eprintln!("vhdx: error: {}", named(file, e));
+            finished += 1;
+            match result {
+                Ok(rs) if args.json => reports.extend(rs),
+                Ok(rs) if written.is_ok() => shown(&mut || {
+                    written = emit(false, &rs, |out| rs.iter().try_for_each(|r| render(out, r)));
+                }),
+                Ok(_) => {}
+                Err(e) => {
+                    failed = true;
+                    let message = named(file, e);
+                    shown(&mut || eprintln!("vhdx: error: {message}"));
+                }
             }
         },
     );
+    if let Some(b) = &batch {
+        b.suspend(|| ());
+    }
     written?;
     if args.json {
         emit(true, &reports, |_| Ok(()))?;
@@ -179,15 +199,16 @@ fn modes(args: &CompactArgs) -> Vec<CompactMode> {
 }
 
 /// Compacts (or, for a dry run, measures) one file in every mode of `modes` (a real run
-/// takes exactly one), in place or into `output`, with a progress line when `bar` (and
-/// standard error is a terminal). Independent of every other file.
+/// takes exactly one), in place or into `output`. Progress goes to file `batch.1` of the
+/// batch line `batch.0`, or without a batch to a line of its own (on a terminal).
+/// Independent of every other file.
 pub fn compact_one(
     file: &Path,
     output: Option<&Path>,
     modes: &[CompactMode],
     args: &CompactArgs,
     opts: &OpenOptions,
-    bar: bool,
+    batch: Option<(&BatchProgress, usize)>,
 ) -> Result<Vec<CompactReport>, vhdx_core::Error> {
     let report = |stats| CompactReport {
         path: file.display().to_string(),
@@ -220,10 +241,9 @@ pub fn compact_one(
             closed.map(|()| stats)
         }),
     };
-    let stats = if bar {
-        with_progress("compacting", work)
-    } else {
-        work(None)
+    let stats = match batch {
+        Some((b, i)) => work(Some(&|done, total| b.update(i, done, total))),
+        None => with_progress("compacting", work),
     };
     Ok(vec![report(stats?)])
 }

@@ -577,6 +577,31 @@ fn progress_only_on_a_terminal() {
     assert_eq!(on_tty("--quiet"), "");
     let piped = vhdx(&["compare", s(&a), s(&raw)]);
     assert_eq!(stderr(&piped), "");
+
+    // A batch run at once shares one line, erased before each result is printed.
+    let copies: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.path().join(format!("c{i}.vhdx"));
+            fs::copy(&a, &p).unwrap();
+            p
+        })
+        .collect();
+    let names: Vec<&str> = copies.iter().map(|p| s(p)).collect();
+    let cmd = format!("{BIN} compact --jobs 2 {}", names.join(" "));
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = stdout(&o);
+    assert_eq!(code(&o), 0, "{shown:?}");
+    assert!(shown.contains("\rcompacting (0/3 files)"), "{shown:?}");
+    for name in names {
+        assert!(
+            shown.contains(&format!("\r\x1b[K{name}: full: "))
+                || shown.contains(&format!("\n{name}: full: ")),
+            "{shown:?}"
+        );
+    }
 }
 
 /// The human form of every command that changes or maps a disk: one summary naming the file,
