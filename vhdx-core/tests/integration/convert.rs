@@ -879,15 +879,13 @@ fn in_kernel_copies_find_exactly_the_steps_with_data() {
 fn dirty_log_sources_convert_as_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for name in ["dirty-log-b.vhdx.gz"] {
-        let src = super::vhdx_log::gunzip(name, d);
-        let replayed = qemu_replayed_copy(&src, d);
-        let out = d.join(format!("{name}.raw"));
-        convert_ok(
-            &Disk::open(&src).unwrap(),
-            &out,
-            &ConvertOptions::new(Format::Raw),
-        );
-        qemu_identical(&out, "raw", &replayed, "vhdx");
-    }
+    let src = super::vhdx_log::gunzip("dirty-log-b.vhdx.gz", d);
+    let replayed = qemu_replayed_copy(&src, d);
+    let out = d.join("replayed.raw");
+    convert_ok(
+        &Disk::open(&src).unwrap(),
+        &out,
+        &ConvertOptions::new(Format::Raw),
+    );
+    qemu_identical(&out, "raw", &replayed, "vhdx");
 }
