@@ -3,9 +3,11 @@
 //! else), results handed back in the order of the arguments.
 //!
 //! [`DEFAULT_JOBS`] comes from `scripts/bench-batch.sh` (README, "Batch compaction"): on the
-//! 2-core machine measured, 16 disks compacted 1.3× faster two at a time than one by one and
-//! 1.5-1.7× faster four at a time (a compaction waits for its flushes, so more files than
-//! cores overlap those waits), while eight were slower again than four.
+//! 2-core machine measured, 16 disks compacted 1.1-1.3 × faster two at a time than one by
+//! one and 1.3-1.7 × faster four at a time (a compaction waits for its flushes, so more files
+//! than cores overlap those waits); eight were a little slower than four on the quiet runs
+//! and a little faster on loaded ones, within the noise, for twice the open files and
+//! buffers.
 
 use clap::builder::TypedValueParser;
 use std::collections::BTreeMap;
