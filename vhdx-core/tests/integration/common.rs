@@ -49,6 +49,18 @@ pub fn have_tools(tools: &[&str]) -> bool {
     false
 }
 
+/// A command for `tool`, found in /usr/sbin or /sbin first (where Debian puts mkfs,
+/// debugfs and the partitioning tools, often not on a user's `PATH`), else on `PATH`.
+pub fn sbin_command(tool: &str) -> Command {
+    for dir in ["/usr/sbin", "/sbin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return Command::new(p);
+        }
+    }
+    Command::new(tool)
+}
+
 /// ../shared/testdata/real, if present. Under CI its absence is a failure.
 pub fn shared_real() -> Option<PathBuf> {
     let p = workspace().join("../shared/testdata/real");

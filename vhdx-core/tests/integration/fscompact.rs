@@ -23,38 +23,6 @@ use vhdx_core::{
 
 const MIB: u64 = 1 << 20;
 
-/// Whether every tool is on the PATH (or in /sbin); under CI a missing one fails the test.
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let found = Command::new("sh")
-            .args([
-                "-c",
-                &format!("command -v {t} || test -x /sbin/{t} || test -x /usr/sbin/{t}"),
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            if common::in_ci() {
-                panic!("{t} is missing under CI (scripts/test.sh installs it)");
-            }
-            eprintln!("skipping: {t} not installed");
-            return false;
-        }
-    }
-    true
-}
-
-/// A command from /sbin or /usr/sbin too (debugfs, mkfs.* live there).
-fn cmd(tool: &str) -> Command {
-    for dir in ["/usr/sbin", "/sbin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return Command::new(p);
-        }
-    }
-    Command::new(tool)
-}
-
 /// Deterministic pseudo-random bytes.
 fn junk(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed | 1);
@@ -80,7 +48,7 @@ fn mkfs_ext(img: &Path, size: u64, kind: &str, args: &[&str]) {
     let f = std::fs::File::create(img).unwrap();
     f.set_len(size).unwrap();
     drop(f);
-    run(cmd(&format!("mkfs.{kind}"))
+    run(common::sbin_command(&format!("mkfs.{kind}"))
         .args(["-q", "-F"])
         .args(args)
         .arg(img));
@@ -88,7 +56,9 @@ fn mkfs_ext(img: &Path, size: u64, kind: &str, args: &[&str]) {
 
 /// `debugfs -w -R REQUEST IMG`.
 fn debugfs_w(img: &Path, request: &str) {
-    let out = run(cmd("debugfs").args(["-w", "-R", request]).arg(img));
+    let out = run(common::sbin_command("debugfs")
+        .args(["-w", "-R", request])
+        .arg(img));
     let _ = out;
 }
 
@@ -102,14 +72,18 @@ fn ext_put(img: &Path, name: &str, data: &[u8]) {
 
 /// `/name` of the ext image as `debugfs -R cat` reads it.
 fn ext_cat(img: &Path, name: &str) -> Vec<u8> {
-    run(cmd("debugfs")
+    run(common::sbin_command("debugfs")
         .args(["-R", &format!("cat /{name}")])
         .arg(img))
 }
 
 /// `e2fsck -fn IMG` passes (exit 0, nothing to fix).
 fn e2fsck_clean(img: &Path) {
-    let out = cmd("e2fsck").args(["-fn"]).arg(img).output().unwrap();
+    let out = common::sbin_command("e2fsck")
+        .args(["-fn"])
+        .arg(img)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "e2fsck -fn {}: {}\n{}",
@@ -123,7 +97,7 @@ fn e2fsck_clean(img: &Path) {
 /// `(first block, count)`, and the block size. With bigalloc dumpe2fs ends a range at the
 /// first block of its last cluster; the count here covers that whole cluster.
 fn dumpe2fs_free(img: &Path) -> (Vec<(u64, u64)>, u64) {
-    let out = run(cmd("dumpe2fs").arg(img));
+    let out = run(common::sbin_command("dumpe2fs").arg(img));
     let text = String::from_utf8_lossy(&out);
     let mut bs = 0;
     let mut ratio = 1;
@@ -186,7 +160,7 @@ fn assert_ext_map_exact(img: &Path) {
 
 #[test]
 fn ext_free_map_equals_dumpe2fs() {
-    if !have(&["mkfs.ext4", "mkfs.ext2", "debugfs", "dumpe2fs"]) {
+    if !common::have_tools(&["mkfs.ext4", "mkfs.ext2", "debugfs", "dumpe2fs"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -324,18 +298,20 @@ fn ntfs_image(img: &Path, size: u64, live: &[GuestFile], junk_bytes: usize) {
     let f = std::fs::File::create(img).unwrap();
     f.set_len(size).unwrap();
     drop(f);
-    run(cmd("mkntfs").args(["-F", "-q", "-Q"]).arg(img));
+    run(common::sbin_command("mkntfs")
+        .args(["-F", "-q", "-Q"])
+        .arg(img));
     let dir = tempfile::tempdir().unwrap();
     let put = |name: &str, data: &[u8]| {
         let src = dir.path().join("f");
         std::fs::write(&src, data).unwrap();
-        run(cmd("ntfscp").arg(img).arg(&src).arg(name));
+        run(common::sbin_command("ntfscp").arg(img).arg(&src).arg(name));
     };
     put("junk", &junk(junk_bytes, 99));
     for f in live {
         put(&f.name, &f.bytes());
     }
-    let ls = String::from_utf8(run(cmd("ntfsls").arg("-i").arg(img))).unwrap();
+    let ls = String::from_utf8(run(common::sbin_command("ntfsls").arg("-i").arg(img))).unwrap();
     let inode = ls
         .lines()
         .find_map(|l| {
@@ -344,7 +320,7 @@ fn ntfs_image(img: &Path, size: u64, live: &[GuestFile], junk_bytes: usize) {
             (w.next()? == "junk").then(|| n.to_string())
         })
         .expect("junk's inode");
-    run(cmd("ntfstruncate")
+    run(common::sbin_command("ntfstruncate")
         .arg(img)
         .args([inode.as_str(), "0x80", "0"]));
 }
@@ -360,7 +336,7 @@ fn place(raw: &Path, size: u64, table: Option<(&str, &str)>, offset: u64, fs_img
     match table {
         None => assert_eq!(offset, 0),
         Some(("gpt", code)) => {
-            run(cmd("sgdisk")
+            run(common::sbin_command("sgdisk")
                 .arg(format!(
                     "-n1:{}:{}",
                     offset / 512,
@@ -375,7 +351,7 @@ fn place(raw: &Path, size: u64, table: Option<(&str, &str)>, offset: u64, fs_img
                 offset / 512,
                 len / 512
             );
-            let mut c = cmd("sfdisk");
+            let mut c = common::sbin_command("sfdisk");
             c.arg("-q").arg(raw).stdin(std::process::Stdio::piped());
             let mut child = c.spawn().unwrap();
             use std::io::Write;
@@ -475,14 +451,18 @@ fn verify(guest: &Guest, back: &Path, free: &[(u64, u64)]) {
             }
         }
         Fs::Ntfs => {
-            let out = cmd("ntfsfix").arg("-n").arg(&part).output().unwrap();
+            let out = common::sbin_command("ntfsfix")
+                .arg("-n")
+                .arg(&part)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "ntfsfix -n: {}",
                 String::from_utf8_lossy(&out.stdout)
             );
             for f in &guest.files {
-                let got = run(cmd("ntfscat").arg(&part).arg(&f.name));
+                let got = run(common::sbin_command("ntfscat").arg(&part).arg(&f.name));
                 assert!(got == f.bytes(), "{} differs", f.name);
             }
         }
@@ -547,7 +527,7 @@ fn file_len(p: &Path) -> u64 {
 
 #[test]
 fn ext_compaction_reclaims_deleted_files_exactly() {
-    if !have(&[
+    if !common::have_tools(&[
         "mkfs.ext4",
         "mkfs.ext2",
         "debugfs",
@@ -674,7 +654,7 @@ fn set_ntfs_dirty(img: &Path) {
 
 #[test]
 fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
-    if !have(&[
+    if !common::have_tools(&[
         "mkntfs",
         "ntfscp",
         "ntfsls",
@@ -708,7 +688,7 @@ fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
             50 * MIB / 512,
             24 * MIB / 512
         );
-        let mut c = cmd("sfdisk");
+        let mut c = common::sbin_command("sfdisk");
         c.arg("-q").arg(&raw).stdin(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
         use std::io::Write;
@@ -742,7 +722,8 @@ fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
         ]
     );
     // Our count of free bytes is ntfs-3g's.
-    let info = String::from_utf8(run(cmd("ntfscluster").arg("-i").arg(&fs))).unwrap();
+    let info =
+        String::from_utf8(run(common::sbin_command("ntfscluster").arg("-i").arg(&fs))).unwrap();
     let theirs: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("bytes of free space"))
@@ -751,7 +732,7 @@ fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
     assert_eq!(map.volumes[0].free_bytes, Some(theirs));
     // Exactly ntfs-3g's $Bitmap (`ntfscat`), cluster by cluster, within the volume's
     // whole clusters.
-    let bitmap = run(cmd("ntfscat").arg(&fs).arg("$Bitmap"));
+    let bitmap = run(common::sbin_command("ntfscat").arg(&fs).arg("$Bitmap"));
     let cluster = 4096;
     // mkntfs leaves the last sector of the partition (the backup boot sector) out.
     let clusters = (48 * MIB - 512) / cluster;
@@ -815,7 +796,7 @@ fn ntfs_compaction_reclaims_freed_clusters_and_skips_bitlocker_and_dirty() {
 
 #[test]
 fn ext4_needing_recovery_is_skipped_and_kept_whole() {
-    if !have(&["mkfs.ext4", "debugfs", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -918,7 +899,7 @@ fn files(prefix: &str, n: usize, each: usize, seed: u64) -> Vec<GuestFile> {
 /// and a dynamic VHD (2 MiB blocks).
 #[test]
 fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_dynamic() {
-    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -962,7 +943,7 @@ fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_dynamic() {
 /// back (libvhdi) with the file system clean and every file identical.
 #[test]
 fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_differencing() {
-    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1013,7 +994,7 @@ fn one_gib_ext4_with_deleted_junk_ends_under_260_mib_differencing() {
 /// child never grows (ranges its parent holds are left alone).
 #[test]
 fn trimming_free_space_gives_back_host_space() {
-    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1078,7 +1059,7 @@ fn trimming_free_space_gives_back_host_space() {
 
 /// The block number `dumpe2fs` gives for group 0's block bitmap.
 fn group0_bitmap(img: &Path) -> u64 {
-    let out = String::from_utf8(run(cmd("dumpe2fs").arg(img))).unwrap();
+    let out = String::from_utf8(run(common::sbin_command("dumpe2fs").arg(img))).unwrap();
     out.lines()
         .find_map(|l| l.trim().strip_prefix("Block bitmap at "))
         .and_then(|r| r.split_whitespace().next())
@@ -1105,7 +1086,7 @@ fn flip(img: &Path, at: u64, mask: u8) {
 /// checksums right, else by flipping bytes).
 #[test]
 fn untrustworthy_ext_maps_are_skipped_with_their_reason() {
-    if !have(&["mkfs.ext4", "mkfs.ext2", "debugfs", "dumpe2fs"]) {
+    if !common::have_tools(&["mkfs.ext4", "mkfs.ext2", "debugfs", "dumpe2fs"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1206,7 +1187,9 @@ fn untrustworthy_ext_maps_are_skipped_with_their_reason() {
     mkfs_ext(&fs, 32 * MIB, "ext4", &["-b", "4096"]);
     let raw = dir.path().join("cut.raw");
     place(&raw, 34 * MIB, Some(("gpt", "8300")), MIB, &fs);
-    run(cmd("sgdisk").args(["-d1", "-n1:2048:+16M"]).arg(&raw));
+    run(common::sbin_command("sgdisk")
+        .args(["-d1", "-n1:2048:+16M"])
+        .arg(&raw));
     let map = map_of(&raw);
     assert_eq!(
         map.volumes[0].skipped,
@@ -1228,7 +1211,7 @@ fn real_ext2_vhd_map_equals_dumpe2fs() {
     let Some(real) = common::shared_real() else {
         return;
     };
-    if !have(&["dumpe2fs"]) {
+    if !common::have_tools(&["dumpe2fs"]) {
         return;
     }
     let vhd = real.join("ext2.vhd");
@@ -1278,7 +1261,7 @@ fn same_outside_bytes(got: &[u8], want: &[u8], free: &[(u64, u64)], what: &str) 
 /// an uninterrupted run with the file system clean.
 #[test]
 fn killed_fs_compactions_keep_every_used_byte() {
-    if !have(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
+    if !common::have_tools(&["mkfs.ext4", "debugfs", "e2fsck", "sgdisk", "qemu-img"]) {
         return;
     }
     let kills: usize = std::env::var("VHDX_FSCOMPACT_KILLS")
@@ -1400,7 +1383,7 @@ impl VirtualDisk for MemDisk {
 /// on) or is skipped.
 #[test]
 fn damaged_file_systems_are_skipped_or_mapped_exactly() {
-    if !have(&["mkfs.ext4", "mkntfs"]) {
+    if !common::have_tools(&["mkfs.ext4", "mkntfs"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1411,7 +1394,9 @@ fn damaged_file_systems_are_skipped_or_mapped_exactly() {
         .unwrap()
         .set_len(24 * MIB)
         .unwrap();
-    run(cmd("mkntfs").args(["-F", "-q", "-Q"]).arg(&ntfs));
+    run(common::sbin_command("mkntfs")
+        .args(["-F", "-q", "-Q"])
+        .arg(&ntfs));
     let mut rng = Rng(2024);
     for (img, is_ext) in [(&ext, true), (&ntfs, false)] {
         let pristine = std::fs::read(img).unwrap();
@@ -1481,7 +1466,7 @@ fn with_mounted(img: &Path, fs: Fs, dir: &Path, f: impl FnOnce(&Path)) -> bool {
             .arg(img)
             .arg(dir)
             .output(),
-        Fs::Ntfs => cmd("ntfs-3g").arg(img).arg(dir).output(),
+        Fs::Ntfs => common::sbin_command("ntfs-3g").arg(img).arg(dir).output(),
     }
     .is_ok_and(|o| o.status.success());
     if !ok {
@@ -1499,7 +1484,7 @@ fn with_mounted(img: &Path, fs: Fs, dir: &Path, f: impl FnOnce(&Path)) -> bool {
 /// agree afterwards. Skipped where this machine cannot mount.
 #[test]
 fn file_systems_written_by_their_drivers_compact_exactly() {
-    if !have(&[
+    if !common::have_tools(&[
         "mkfs.ext4",
         "dumpe2fs",
         "debugfs",
@@ -1540,7 +1525,9 @@ fn file_systems_written_by_their_drivers_compact_exactly() {
                     .unwrap()
                     .set_len(64 * MIB)
                     .unwrap();
-                run(cmd("mkntfs").args(["-F", "-q", "-Q"]).arg(&img));
+                run(common::sbin_command("mkntfs")
+                    .args(["-F", "-q", "-Q"])
+                    .arg(&img));
             }
         }
         if !with_mounted(&img, fs, &mnt, fill) {
@@ -1558,7 +1545,7 @@ fn file_systems_written_by_their_drivers_compact_exactly() {
         if fs == Fs::Ext {
             assert_ext_map_exact(&img);
         } else {
-            let bitmap = run(cmd("ntfscat").arg(&img).arg("$Bitmap"));
+            let bitmap = run(common::sbin_command("ntfscat").arg(&img).arg("$Bitmap"));
             let used = |c: u64| bitmap[(c / 8) as usize] >> (c % 8) & 1 == 1;
             let clusters = (64 * MIB - 512) / 4096;
             let free: u64 = (0..clusters).filter(|&c| !used(c)).count() as u64 * 4096;

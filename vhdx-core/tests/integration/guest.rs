@@ -7,7 +7,7 @@
 //! ntfsinfo confirms what ntfs-3g sees. Every odx-check case asserts the exact table of
 //! (rule, subject, status).
 
-use crate::common::{in_ci, qemu_img, run};
+use crate::common::{have_tools, qemu_img, run};
 use crate::ntfs_edit::{self, *};
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -20,26 +20,6 @@ use vhdx_core::guest::{
 use vhdx_core::{Disk, ErrorKind, OpenOptions, VirtualDisk};
 
 const MIB: u64 = 1 << 20;
-
-/// Whether `tool` is installed; under CI a missing tool fails the test instead.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            !in_ci(),
-            "{tool} is missing under CI (scripts/test.sh installs it)"
-        );
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
-}
-
-fn have_all(tools: &[&str]) -> bool {
-    tools.iter().all(|t| have(t))
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -258,7 +238,7 @@ fn disk_a(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn odx_verdicts_on_gpt_ntfs_and_ext4() {
-    if !have_all(&[
+    if !have_tools(&[
         "mkntfs",
         "ntfscp",
         "ntfsinfo",
@@ -401,7 +381,7 @@ fn odx_verdicts_on_gpt_ntfs_and_ext4() {
 /// Disk B: MBR (sfdisk), 1: NTFS, 2: a BitLocker signature volume; as a dynamic VHD.
 #[test]
 fn odx_bitlocker_volume_on_mbr_vhd() {
-    if !have_all(&["mkntfs", "ntfscp", "sfdisk", "qemu-img"]) {
+    if !have_tools(&["mkntfs", "ntfscp", "sfdisk", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -538,7 +518,7 @@ fn volumes_on_mbr_with_logical_partitions() {
         "mkfs.exfat",
         "qemu-img",
     ];
-    if !have_all(&tools) {
+    if !have_tools(&tools) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -659,7 +639,7 @@ fn sgdisk_info(raw: &Path, n: u32) -> (u64, u64, String, String, String) {
 /// the primary header destroyed (the backup is used) and both destroyed (an error).
 #[test]
 fn volumes_on_gpt_against_sgdisk() {
-    if !have_all(&["sgdisk", "mkfs.vfat", "mkntfs", "qemu-img"]) {
+    if !have_tools(&["sgdisk", "mkfs.vfat", "mkntfs", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -820,7 +800,7 @@ fn fdisk_4k_list(raw: &Path) -> Vec<(u32, u64, u64, String, String, String)> {
 /// util-linux 2.38 cannot do) inside a VHDX created with 4096-byte logical sectors.
 #[test]
 fn gpt_with_4k_sectors() {
-    if !have_all(&["fdisk", "mkfs.ext4", "mkntfs", "ntfscp"]) {
+    if !have_tools(&["fdisk", "mkfs.ext4", "mkntfs", "ntfscp"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -902,7 +882,7 @@ fn gpt_with_4k_sectors() {
 /// Disk G: NTFS on the whole disk (no table): volume 0, and odx-check finds its files.
 #[test]
 fn whole_disk_ntfs_is_volume_zero() {
-    if !have_all(&["mkntfs", "ntfscp", "qemu-img"]) {
+    if !have_tools(&["mkntfs", "ntfscp", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -936,7 +916,7 @@ fn whole_disk_ntfs_is_volume_zero() {
 /// read through the chain and every file of the chain is examined on the host.
 #[test]
 fn odx_through_a_differencing_chain() {
-    if !have_all(&[
+    if !have_tools(&[
         "mkntfs",
         "ntfscp",
         "ntfsinfo",
@@ -992,7 +972,7 @@ fn odx_through_a_differencing_chain() {
 /// error and not a panic.
 #[test]
 fn odx_unreadable_ntfs_volume() {
-    if !have_all(&["mkntfs", "qemu-img"]) {
+    if !have_tools(&["mkntfs", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1020,7 +1000,7 @@ fn odx_unreadable_ntfs_volume() {
 #[test]
 fn damaged_ntfs_lookups_end_cleanly() {
     use vhdx_core::guest::ntfs_file::NtfsVolume;
-    if !have_all(&["mkntfs", "ntfscp"]) {
+    if !have_tools(&["mkntfs", "ntfscp"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1114,7 +1094,7 @@ impl VirtualDisk for MemDisk {
 /// note says how to give the parent; with the parent, the guest is the parent's.
 #[test]
 fn info_guest_of_a_child_without_its_parent() {
-    if !have_all(&["mkntfs", "qemu-img"]) {
+    if !have_tools(&["mkntfs", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1149,7 +1129,7 @@ fn info_guest_of_a_child_without_its_parent() {
 /// named with `--volume`, the EFI partition is judged and fails.
 #[test]
 fn odx_boot_disk_system_partitions_are_not_judged() {
-    if !have_all(&["sgdisk", "mkntfs", "ntfscp", "mkfs.vfat", "qemu-img"]) {
+    if !have_tools(&["sgdisk", "mkntfs", "ntfscp", "mkfs.vfat", "qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

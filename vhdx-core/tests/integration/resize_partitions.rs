@@ -7,7 +7,6 @@
 
 use super::common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vhdx_core::ops::convert::{convert, ConvertOptions};
 use vhdx_core::write::resize::{resize, resize_to_minimum};
 use vhdx_core::{Disk, DiskType, ErrorKind, Format, OpenOptions};
@@ -17,18 +16,6 @@ const SECTOR: u64 = 512;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn sbin(tool: &str) -> Command {
-    let mut c = Command::new(tool);
-    c.env(
-        "PATH",
-        format!(
-            "{}:/sbin:/usr/sbin",
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
-    c
 }
 
 /// A 64 MiB raw disk partitioned by `sgdisk` (GPT: 20 MiB at 1 MiB, 10 MiB after it) or
@@ -41,7 +28,7 @@ fn partitioned_raw(dir: &Path, gpt: bool) -> (PathBuf, Vec<(u64, u64)>) {
         .set_len(64 * MIB)
         .unwrap();
     if gpt {
-        run(sbin("sgdisk").args([
+        run(sbin_command("sgdisk").args([
             "-n",
             "1:2048:+20M",
             "-t",
@@ -53,7 +40,7 @@ fn partitioned_raw(dir: &Path, gpt: bool) -> (PathBuf, Vec<(u64, u64)>) {
             s(&p),
         ]));
     } else {
-        let mut c = sbin("sfdisk");
+        let mut c = sbin_command("sfdisk");
         c.args(["-q", s(&p)]).stdin(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
         use std::io::Write;
@@ -93,7 +80,10 @@ fn export(image: &Path, fmt: &str, dir: &Path) -> PathBuf {
 
 /// `sgdisk -v` on `raw` reports no problems.
 fn sgdisk_clean(raw: &Path) {
-    let out = sbin("sgdisk").args(["-v", s(raw)]).output().unwrap();
+    let out = sbin_command("sgdisk")
+        .args(["-v", s(raw)])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("No problems found"),
@@ -121,9 +111,9 @@ fn same_partitions(orig: &Path, raw: &Path, parts: &[(u64, u64)]) {
 /// `sfdisk --dump` without the device names and last-lba line).
 fn listing(raw: &Path, gpt: bool) -> Vec<String> {
     let out = if gpt {
-        run(sbin("sgdisk").args(["-p", s(raw)]))
+        run(sbin_command("sgdisk").args(["-p", s(raw)]))
     } else {
-        run(sbin("sfdisk").args(["--dump", s(raw)]))
+        run(sbin_command("sfdisk").args(["--dump", s(raw)]))
     };
     String::from_utf8_lossy(&out)
         .lines()
