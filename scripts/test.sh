@@ -29,49 +29,27 @@ run() {
 }
 
 step "tools"
-if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq qemu-utils >/dev/null
-fi
-# The file-system tests (and test_consumer.py, whose NTFS volume dissect.ntfs reads) make
-# guests with their own tools: e2fsprogs (mkfs.ext4, debugfs,
-# e2fsck, dumpe2fs), ntfs-3g (mkntfs, ntfscp, ntfscat, ntfsfix, ntfstruncate), fdisk
-# (sfdisk) and gdisk (sgdisk). They live in /sbin on Debian.
-fs_packages=""
-for pair in mkfs.ext4:e2fsprogs debugfs:e2fsprogs mkntfs:ntfs-3g ntfscp:ntfs-3g \
-    ntfstruncate:ntfs-3g sfdisk:fdisk sgdisk:gdisk; do
-    tool=${pair%%:*}
-    if ! PATH="$PATH:/sbin:/usr/sbin" command -v "$tool" >/dev/null 2>&1; then
-        case " $fs_packages " in *" ${pair#*:} "*) ;; *) fs_packages="$fs_packages ${pair#*:}" ;; esac
-    fi
-done
-if [ -n "$fs_packages" ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    # shellcheck disable=SC2086 # a list of package names
-    $sudo apt-get install -y -qq $fs_packages >/dev/null
-fi
-# The guest-inspection and odx-check tests also format FAT (dosfstools) and exFAT
-# (exfatprogs) volumes and read NTFS records with ntfsinfo (ntfs-3g).
-guest_packages=""
-for pair in mkfs.vfat:dosfstools mkfs.exfat:exfatprogs ntfsinfo:ntfs-3g mkswap:util-linux \
-    fdisk:fdisk; do
+# Oracles and guest-making tools, installed from Debian's packages when missing (they live in
+# /sbin on Debian): qemu-utils (qemu-img, qemu-io); for the file-system tests (and
+# test_consumer.py, whose NTFS volume dissect.ntfs reads) e2fsprogs (mkfs.ext4, debugfs,
+# e2fsck, dumpe2fs), ntfs-3g (mkntfs, ntfscp, ntfscat, ntfsfix, ntfstruncate, ntfsinfo),
+# fdisk (sfdisk, fdisk), gdisk (sgdisk); for guest inspection and odx-check dosfstools
+# (FAT), exfatprogs (exFAT) and util-linux (mkswap).
+packages=""
+for pair in qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs debugfs:e2fsprogs \
+    mkntfs:ntfs-3g ntfscp:ntfs-3g ntfstruncate:ntfs-3g ntfsinfo:ntfs-3g sfdisk:fdisk \
+    fdisk:fdisk sgdisk:gdisk mkfs.vfat:dosfstools mkfs.exfat:exfatprogs mkswap:util-linux; do
     if ! PATH="$PATH:/sbin:/usr/sbin" command -v "${pair%%:*}" >/dev/null 2>&1; then
-        guest_packages="$guest_packages ${pair#*:}"
+        case " $packages " in *" ${pair#*:} "*) ;; *) packages="$packages ${pair#*:}" ;; esac
     fi
 done
-if [ -n "$guest_packages" ]; then
+if [ -n "$packages" ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     # shellcheck disable=SC2086 # a list of package names
-    $sudo apt-get install -y -qq $guest_packages >/dev/null
+    $sudo apt-get install -y -qq $packages >/dev/null
 fi
 qemu-img --version | head -n1
 cargo --version
