@@ -635,3 +635,43 @@ fn odd_reads_match_oracle_bytes() {
         }
     }
 }
+
+/// `Disk::from_storages`: a chain from memory reads as the same chain from its files, and
+/// each parent passes the same linkage check.
+#[test]
+fn chains_from_storages_read_as_from_files_and_check_linkage() {
+    use std::sync::Arc;
+    use vhdx_core::storage::{MemStorage, Storage};
+    let mem = |p: PathBuf| -> (Arc<dyn Storage>, String) {
+        let name = p.display().to_string();
+        (Arc::new(MemStorage::new(std::fs::read(p).unwrap())), name)
+    };
+    for (chain, ext) in [("vhdx512", "vhdx"), ("vhd", "vhd")] {
+        let dir = fixture(chain);
+        let f = |n: &str| dir.path().join(format!("{n}.{ext}"));
+        let on_disk = Disk::open(f("grandchild")).unwrap();
+        let images = vec![mem(f("grandchild")), mem(f("child")), mem(f("base"))];
+        let in_memory = Disk::from_storages(images, &OpenOptions::default()).unwrap();
+        assert_eq!(in_memory.chain().len(), 3);
+        assert_same(
+            &read_all(&in_memory, 1 << 20),
+            &read_all(&on_disk, 1 << 20),
+            chain,
+        );
+        // The wrong parent (the base in place of the child) is refused, unless overridden.
+        let wrong = || vec![mem(f("grandchild")), mem(f("base"))];
+        let err = Disk::from_storages(wrong(), &OpenOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LinkageMismatch, "{chain}: {err}");
+        let lax = OpenOptions {
+            verify_linkage: false,
+            ..OpenOptions::default()
+        };
+        let d = Disk::from_storages(wrong(), &lax).unwrap();
+        assert_eq!(d.parent_info().unwrap().status, "ignored_mismatch");
+        // A missing parent, and a parent given to a disk that has none.
+        let err = Disk::from_storages(vec![mem(f("child"))], &OpenOptions::default());
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::ParentNotFound);
+        let err = Disk::from_storages(vec![mem(f("base")), mem(f("base"))], &lax);
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+}
