@@ -63,8 +63,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if opts.verify_linkage {
-        let info = disk.parent_info().expect("a differencing disk has parent info");
-        assert_eq!(info.status, "ok", "a parent was followed without a matching identity");
+        let info = disk
+            .parent_info()
+            .expect("a differencing disk has parent info");
+        assert_eq!(
+            info.status, "ok",
+            "a parent was followed without a matching identity"
+        );
     }
     // The first blocks sector by sector (unaligned pieces), then what the map says is
     // stored, up to a bound that keeps a run near 10 ms.

@@ -147,7 +147,11 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
             let status = disk.parent_info().map(|i| i.status.clone());
-            assert_eq!(status.as_deref(), Some("ok"), "a parent was followed unchecked");
+            assert_eq!(
+                status.as_deref(),
+                Some("ok"),
+                "a parent was followed unchecked"
+            );
         }
     }
 });

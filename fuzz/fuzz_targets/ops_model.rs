@@ -35,15 +35,30 @@ enum Kind {
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// `len % 3 MiB` bytes of a pattern at `at % size`.
-    Write { at: u32, len: u32, byte: u8 },
+    Write {
+        at: u32,
+        len: u32,
+        byte: u8,
+    },
     /// Zeros.
-    WriteZeros { at: u32, len: u32 },
-    Trim { at: u32, len: u32 },
+    WriteZeros {
+        at: u32,
+        len: u32,
+    },
+    Trim {
+        at: u32,
+        len: u32,
+    },
     Flush,
     Reopen,
-    Compact { full: bool },
+    Compact {
+        full: bool,
+    },
     /// To `1 + size_mib % 16` MiB, minus `sectors % 8` sectors.
-    Resize { size_mib: u8, sectors: u8 },
+    Resize {
+        size_mib: u8,
+        sectors: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -91,7 +106,10 @@ fn assert_model(disk: &dyn VirtualDisk, model: &[u8], what: &str) {
         return;
     }
     if let Some(i) = got.iter().zip(model).position(|(a, b)| a != b) {
-        panic!("after {what}: byte {i} reads {:#04x}, the model has {:#04x}", got[i], model[i]);
+        panic!(
+            "after {what}: byte {i} reads {:#04x}, the model has {:#04x}",
+            got[i], model[i]
+        );
     }
 }
 
@@ -131,7 +149,8 @@ fn make(input: &Input, path: &Path) -> Option<Vec<u8>> {
     let mut model = vec![0u8; size as usize];
     match input.kind {
         Kind::VhdxDifferencing | Kind::VhdDifferencing => {
-            let parent = path.with_file_name(format!("parent.{}", if vhdx { "vhdx" } else { "vhd" }));
+            let parent =
+                path.with_file_name(format!("parent.{}", if vhdx { "vhdx" } else { "vhd" }));
             create(&parent, &base.clone().disk_type(DiskType::Dynamic)).expect("parent created");
             let p = open_rw(&parent);
             for (at, len, byte) in [(0, 70_000, 0x5a), (size / 2 - 4096, 1 << 20, 0xc3)] {
@@ -141,8 +160,14 @@ fn make(input: &Input, path: &Path) -> Option<Vec<u8>> {
                 model[at as usize..at as usize + len].copy_from_slice(&data);
             }
             p.close().expect("parent closed");
-            create(path, &CreateOptions::new().format(fmt).block_size(block).parent(&parent))
-                .expect("child created");
+            create(
+                path,
+                &CreateOptions::new()
+                    .format(fmt)
+                    .block_size(block)
+                    .parent(&parent),
+            )
+            .expect("child created");
         }
         Kind::VhdxFixed | Kind::VhdFixed => {
             create(path, &base.disk_type(DiskType::Fixed)).expect("fixed created")
@@ -164,11 +189,16 @@ fn run(input: &Input) {
     for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
         let _ = std::fs::remove_file(e.path());
     }
-    let path = d.join(if matches!(input.kind, Kind::VhdDynamic | Kind::VhdFixed | Kind::VhdDifferencing) {
-        "disk.vhd"
-    } else {
-        "disk.vhdx"
-    });
+    let path = d.join(
+        if matches!(
+            input.kind,
+            Kind::VhdDynamic | Kind::VhdFixed | Kind::VhdDifferencing
+        ) {
+            "disk.vhd"
+        } else {
+            "disk.vhdx"
+        },
+    );
     let Some(mut model) = make(input, &path) else {
         return;
     };
@@ -187,7 +217,8 @@ fn run(input: &Input) {
             }
             Op::WriteZeros { at, len } => {
                 let (at, len) = range(size, at, len);
-                disk.write_at(&vec![0u8; len as usize], at).expect("zero write");
+                disk.write_at(&vec![0u8; len as usize], at)
+                    .expect("zero write");
                 model[at as usize..(at + len) as usize].fill(0);
             }
             Op::Trim { at, len } => {
@@ -208,7 +239,11 @@ fn run(input: &Input) {
                 continue;
             }
             Op::Compact { full } => {
-                let mode = if full { CompactMode::Full } else { CompactMode::Quick };
+                let mode = if full {
+                    CompactMode::Full
+                } else {
+                    CompactMode::Quick
+                };
                 let how = CompactOptions {
                     mode,
                     free_space: false,
@@ -218,18 +253,19 @@ fn run(input: &Input) {
             Op::Resize { size_mib, sectors } => {
                 w.take().expect("open").close().expect("close");
                 let lss = Disk::open(&path).expect("opens").logical_sector_size();
-                let new = (1 + u64::from(size_mib % 16)) * MIB - u64::from(sectors % 8) * u64::from(lss);
-                let before = model.clone();
-                match resize(&path, new, &OpenOptions::default(), None) {
-                    Ok(_) => {
-                        model.resize(new as usize, 0);
-                        if matches!(input.kind, Kind::VhdxDifferencing | Kind::VhdDifferencing) && new > before.len() as u64 {
-                            // Grown space of a differencing disk shows its parent; the parent
-                            // keeps its size, so a child cannot grow past it.
-                            panic!("a differencing disk grew past its parent");
-                        }
-                    }
-                    Err(_) => {}
+                let new =
+                    (1 + u64::from(size_mib % 16)) * MIB - u64::from(sectors % 8) * u64::from(lss);
+                // A failed resize must leave the disk as it was (checked just below).
+                if resize(&path, new, &OpenOptions::default(), None).is_ok() {
+                    // A differencing disk must keep its parent's size, which never changes
+                    // here: a resize of it that succeeds changes nothing.
+                    let differencing =
+                        matches!(input.kind, Kind::VhdxDifferencing | Kind::VhdDifferencing);
+                    assert!(
+                        !differencing || new == model.len() as u64,
+                        "a differencing disk was resized away from its parent's size"
+                    );
+                    model.resize(new as usize, 0);
                 }
                 check_clean(&path, &model, &what);
                 continue;

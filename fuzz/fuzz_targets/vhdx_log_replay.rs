@@ -69,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
     let (Some(a), Ok(disk_a)) = (a, in_memory) else {
         return;
     };
-    assert_eq!(disk_a.size(), after.size(), "virtual size differs after replay onto the file");
+    assert_eq!(
+        disk_a.size(),
+        after.size(),
+        "virtual size differs after replay onto the file"
+    );
     for (off, bytes) in &a {
         let mut b = vec![0u8; bytes.len()];
         if after.read_at(&mut b, *off).is_ok() {

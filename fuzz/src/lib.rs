@@ -22,15 +22,23 @@ fn gunzip(gz: &[u8]) -> Vec<u8> {
 /// The VHDX base image.
 pub fn base_vhdx() -> Arc<dyn Storage> {
     static B: OnceLock<Arc<dyn Storage>> = OnceLock::new();
-    B.get_or_init(|| Arc::new(MemStorage::new(gunzip(include_bytes!("../../testdata/fuzz/base.vhdx.gz")))))
-        .clone()
+    B.get_or_init(|| {
+        Arc::new(MemStorage::new(gunzip(include_bytes!(
+            "../../testdata/fuzz/base.vhdx.gz"
+        ))))
+    })
+    .clone()
 }
 
 /// The VHD base image.
 pub fn base_vhd() -> Arc<dyn Storage> {
     static B: OnceLock<Arc<dyn Storage>> = OnceLock::new();
-    B.get_or_init(|| Arc::new(MemStorage::new(gunzip(include_bytes!("../../testdata/fuzz/base.vhd.gz")))))
-        .clone()
+    B.get_or_init(|| {
+        Arc::new(MemStorage::new(gunzip(include_bytes!(
+            "../../testdata/fuzz/base.vhd.gz"
+        ))))
+    })
+    .clone()
 }
 
 /// Applies the patch list `patches` to `base` in an overlay (the base is never copied).
