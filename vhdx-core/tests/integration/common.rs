@@ -352,3 +352,34 @@ pub fn qemu_create(path: &Path, fmt: &str, opts: &str, size: &str) {
         size,
     ]);
 }
+
+/// Raw bytes as a virtual disk (512-byte sectors).
+pub struct MemDisk(pub Vec<u8>);
+
+impl VirtualDisk for MemDisk {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn logical_sector_size(&self) -> u32 {
+        512
+    }
+    fn physical_sector_size(&self) -> u32 {
+        512
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> vhdx_core::Result<()> {
+        vhdx_core::disk::check_range(self.size(), offset, buf.len() as u64)?;
+        let o = offset as usize;
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn block_status(&self, offset: u64, length: u64) -> vhdx_core::Result<vhdx_core::Extent> {
+        Ok(vhdx_core::Extent {
+            offset,
+            length: length.min(self.size() - offset),
+            status: vhdx_core::Status::Data {
+                depth: 0,
+                file_offset: Some(offset),
+            },
+        })
+    }
+}

@@ -10,7 +10,7 @@
 //!
 //! Tests that need a tool fail under CI when it is missing and skip elsewhere.
 
-use super::common::{self, qemu_img, run, Rng};
+use super::common::{self, qemu_img, run, MemDisk, Rng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vhdx_core::create::{create, CreateOptions};
@@ -1340,41 +1340,6 @@ fn killed_fs_compactions_keep_every_used_byte() {
         interrupted * 4 >= kills,
         "too few kills landed mid-compaction: {interrupted}"
     );
-}
-
-/// Raw bytes as a virtual disk (512-byte sectors).
-struct MemDisk(Vec<u8>);
-
-impl VirtualDisk for MemDisk {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn logical_sector_size(&self) -> u32 {
-        512
-    }
-    fn physical_sector_size(&self) -> u32 {
-        512
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> vhdx_core::Result<()> {
-        let o = offset as usize;
-        match self.0.get(o..o + buf.len()) {
-            Some(b) => {
-                buf.copy_from_slice(b);
-                Ok(())
-            }
-            None => Err(vhdx_core::Error::invalid_argument("read past the end")),
-        }
-    }
-    fn block_status(&self, offset: u64, length: u64) -> vhdx_core::Result<vhdx_core::Extent> {
-        Ok(vhdx_core::Extent {
-            offset,
-            length,
-            status: vhdx_core::Status::Data {
-                depth: 0,
-                file_offset: Some(offset),
-            },
-        })
-    }
 }
 
 /// Hostile file systems: random damage to the metadata of fresh images (superblock, group

@@ -7,7 +7,7 @@
 //! ntfsinfo confirms what ntfs-3g sees. Every odx-check case asserts the exact table of
 //! (rule, subject, status).
 
-use crate::common::{have_tools, qemu_img, run};
+use crate::common::{have_tools, qemu_img, run, MemDisk};
 use crate::ntfs_edit::{self, *};
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -1057,37 +1057,6 @@ fn damaged_ntfs_lookups_end_cleanly() {
         .expect("a lookup on a damaged volume did not end");
     eprintln!("damaged NTFS lookups: {found} found, {missing} not found, {errors} errors");
     assert_eq!(found + missing + errors, 150);
-}
-
-/// Raw bytes as a virtual disk (512-byte sectors).
-struct MemDisk(Vec<u8>);
-
-impl VirtualDisk for MemDisk {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn logical_sector_size(&self) -> u32 {
-        512
-    }
-    fn physical_sector_size(&self) -> u32 {
-        512
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> vhdx_core::Result<()> {
-        vhdx_core::disk::check_range(self.size(), offset, buf.len() as u64)?;
-        let o = offset as usize;
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    fn block_status(&self, offset: u64, length: u64) -> vhdx_core::Result<vhdx_core::Extent> {
-        Ok(vhdx_core::Extent {
-            offset,
-            length: length.min(self.size() - offset),
-            status: vhdx_core::Status::Data {
-                depth: 0,
-                file_offset: Some(offset),
-            },
-        })
-    }
 }
 
 /// `info` of a differencing disk whose parent is missing: the guest is not read, and the
