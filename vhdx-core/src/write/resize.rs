@@ -363,6 +363,10 @@ impl WritableDisk {
             note: None,
         };
         if new == old {
+            // A resize killed between its two footer writes is finished here.
+            if let Engine::Vhd(e) = &mut self.state().engine {
+                e.repair_footer_copy(&self.target())?;
+            }
             stats.note = Some(format!("the disk already has {new} bytes: nothing to do"));
             work.add(work.total.saturating_sub(work.done));
             return Ok(stats);

@@ -273,6 +273,25 @@ impl VhdEngine {
             .map_err(|e| Error::io(e, "flushing the VHD footer"))
     }
 
+    /// Rewrites both footers when the copy at offset 0 differs from the footer at the end
+    /// (what a resize killed between its two footer writes leaves behind); whether it did.
+    pub(crate) fn repair_footer_copy(&mut self, t: &Target<'_>) -> Result<bool> {
+        if vhd(t).sparse().is_none() {
+            return Ok(false);
+        }
+        let (mut copy, mut end) = ([0u8; ft::SIZE], [0u8; ft::SIZE]);
+        for (buf, at) in [(&mut copy, 0), (&mut end, self.footer_offset)] {
+            t.file
+                .read_exact_at(buf, at)
+                .map_err(|e| Error::read_failed("VHD footer", at, e))?;
+        }
+        if copy == end {
+            return Ok(false);
+        }
+        self.write_footers(t)?;
+        Ok(true)
+    }
+
     /// Writes the dynamic header `h` (its checksum computed here) over the current one and
     /// flushes. The header is 1024 bytes in one host page.
     pub(crate) fn write_header(&mut self, t: &Target<'_>, mut h: DynamicHeader) -> Result<()> {
